@@ -1,0 +1,34 @@
+# The two set-up commands (see README.md):
+#   make site   install what is missing, regenerate stale diagrams, results
+#               and figures, build the site into output/
+#   make test   install what is missing, run the whole test suite
+# and `make serve` to look at the built site on http://127.0.0.1:8000/.
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup site generated test serve clean
+
+setup:
+	@bash scripts/setup.sh
+
+# Each script compares the SHA-256 of its inputs with its record and does
+# nothing when they match, so an up-to-date checkout retrains nothing.
+generated: setup
+	@$(PYTHON) scripts/make_diagrams.py --if-stale
+	@$(PYTHON) scripts/train_main_post.py --if-stale
+	@$(PYTHON) scripts/plot_main_post.py --if-stale
+
+site: generated
+	$(VENV)/bin/nikola build --strict
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+serve: site
+	$(VENV)/bin/nikola serve --address 127.0.0.1 --port 8000
+
+clean:
+	rm -rf output cache .doit.db*

@@ -1,0 +1,158 @@
+"""Load MNIST from the four standard IDX files, checking what is read.
+
+The loader looks for the files in the folder named by the environment
+variable ``MNIST_DIR``; when it is unset it uses ``../shared/data/mnist``
+beside this repository, and when that folder does not exist either it falls
+back to ``keras.datasets.mnist`` (which downloads the data).
+
+Every file is checked: its gzip stream, its IDX magic number, its item count
+against the file size and the other file of the pair, and its image shape.
+A problem raises `MNISTError` with one line that says what is wrong and what
+was expected.
+
+Run ``python mnist_data.py`` to print a summary of the data it finds.
+"""
+
+import argparse
+import gzip
+import os
+import pathlib
+import sys
+import zlib
+
+import numpy as np
+
+# [start mnist-files]
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IMAGE_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, cols)
+LABEL_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+# [end mnist-files]
+
+DEFAULT_MNIST_DIR = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
+
+
+class MNISTError(ValueError):
+    """The MNIST files are missing, truncated or not what they claim to be."""
+
+
+def _read_gzip(path):
+    if not path.is_file():
+        raise MNISTError(f"Missing MNIST file: expected {path.name} in {path.parent}")
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise MNISTError(f"Corrupt or truncated MNIST file {path}: expected a complete gzip stream ({error})") from None
+
+
+def _parse_idx(data, path, magic, num_dims):
+    header_size = 4 + 4 * num_dims
+    if len(data) < header_size:
+        raise MNISTError(f"Truncated MNIST file {path}: expected a header of {header_size} bytes, found {len(data)}")
+    found_magic = int.from_bytes(data[:4], "big")
+    if found_magic != magic:
+        raise MNISTError(f"Wrong magic number in {path}: expected 0x{magic:08x}, found 0x{found_magic:08x}")
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(num_dims))
+    expected_size = header_size + int(np.prod(dims))
+    if len(data) != expected_size:
+        raise MNISTError(
+            f"Truncated or padded MNIST file {path}: header promises {dims[0]} items "
+            f"({expected_size} bytes), found {len(data)} bytes"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def read_idx_pair(images_path, labels_path):
+    """Read one (images, labels) pair of IDX files and check they agree."""
+    images_path, labels_path = pathlib.Path(images_path), pathlib.Path(labels_path)
+    images = _parse_idx(_read_gzip(images_path), images_path, IMAGE_MAGIC, 3)
+    labels = _parse_idx(_read_gzip(labels_path), labels_path, LABEL_MAGIC, 1)
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise MNISTError(f"Wrong image shape in {images_path}: expected {IMAGE_SHAPE}, found {images.shape[1:]}")
+    if len(images) != len(labels):
+        raise MNISTError(
+            f"Count mismatch: {images_path.name} has {len(images)} images but "
+            f"{labels_path.name} has {len(labels)} labels; expected equal counts"
+        )
+    if len(labels) and labels.max() >= NUM_CLASSES:
+        raise MNISTError(f"Bad label in {labels_path}: expected digits 0-9, found {int(labels.max())}")
+    return images, labels
+
+
+def resolve_mnist_dir(mnist_dir=None):
+    """The folder to read: the argument, else ``MNIST_DIR``, else the default.
+
+    Returns ``None`` when neither was given and the default folder does not
+    exist, meaning: fall back to ``keras.datasets.mnist``.
+    """
+    if mnist_dir is None:
+        mnist_dir = os.environ.get("MNIST_DIR") or None
+        if mnist_dir is None:
+            return DEFAULT_MNIST_DIR.resolve() if DEFAULT_MNIST_DIR.is_dir() else None
+    mnist_dir = pathlib.Path(mnist_dir)
+    if not mnist_dir.is_dir():
+        raise MNISTError(f"MNIST folder not found: {mnist_dir} (expected a folder holding the four IDX .gz files)")
+    return mnist_dir
+
+
+# [start load-mnist]
+def load_mnist(mnist_dir=None):
+    """Load MNIST as ``(x_train, y_train), (x_test, y_test)`` of uint8 arrays.
+
+    Images have shape ``(count, 28, 28)``, labels ``(count,)``, like
+    ``keras.datasets.mnist.load_data()``, which is the fallback when no
+    local folder is found.
+    """
+    folder = resolve_mnist_dir(mnist_dir)
+    if folder is None:
+        import keras
+
+        try:
+            return keras.datasets.mnist.load_data()
+        except Exception as error:  # the download fails offline
+            raise MNISTError(
+                f"No local MNIST folder ({DEFAULT_MNIST_DIR.resolve()}) and the "
+                f"keras.datasets.mnist download failed: {error}; set MNIST_DIR"
+            ) from None
+    return tuple(
+        read_idx_pair(folder / images_name, folder / labels_name) for images_name, labels_name in MNIST_FILES.values()
+    )
+
+
+def flatten_and_scale(images):
+    """Turn uint8 images of shape ``(count, 28, 28)`` into float32 ``(count, 784)`` in [0, 1]."""
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
+        raise ValueError(
+            f"Expected uint8 images of shape (count, 28, 28). Received: dtype={images.dtype}, shape={images.shape}"
+        )
+    return images.reshape(len(images), -1).astype("float32") / 255.0
+
+
+# [end load-mnist]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--mnist-dir",
+        default=None,
+        help="folder with the four IDX .gz files (default: $MNIST_DIR, else ../shared/data/mnist)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        (x_train, y_train), (x_test, y_test) = load_mnist(args.mnist_dir)
+    except MNISTError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        print(f"{name}: images {x.shape} {x.dtype}, labels {y.shape}, digits {np.bincount(y, minlength=10).tolist()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

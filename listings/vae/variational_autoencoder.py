@@ -1,0 +1,301 @@
+"""A variational autoencoder built from Keras primitives.
+
+The model is written the way the maths reads:
+
+* the encoder (inference network) maps an image ``x`` to the mean and log
+  variance of a diagonal Gaussian ``q(z|x)``;
+* a pass-through `KLDivergenceLayer` adds ``KL[q(z|x) || p(z)]`` to the loss;
+* ``z = z_mean + exp(z_log_var / 2) * eps`` is built from ``Multiply`` and
+  ``Add`` layers, with the noise ``eps`` a model input of shape
+  ``(mc_samples, latent_dim)``, so the number of Monte Carlo samples is a
+  property of the data fed in, not of the code;
+* the decoder (generative network) is a ``Sequential`` that maps every sample
+  of ``z`` to Bernoulli logits, and the loss is the Bernoulli negative
+  log-likelihood computed from those logits.
+
+The sum of the two loss terms is the negative evidence lower bound (ELBO) in
+nats, averaged over the batch.
+
+Run ``python variational_autoencoder.py`` to print the model summary.
+"""
+
+import argparse
+import sys
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+PACKAGE = "beyond_the_quickstart"
+
+
+def check_positive_int(name, value):
+    """Raise a ValueError unless ``value`` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+# [start kl-layer]
+def gaussian_kl_divergence(z_mean, z_log_var):
+    """KL[N(z_mean, diag(exp(z_log_var))) || N(0, I)] per example, in nats.
+
+    Summed over the last (latent) axis; returns shape ``z_mean.shape[:-1]``.
+    """
+    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class KLDivergenceLayer(layers.Layer):
+    """Identity layer that adds the KL divergence of ``q(z|x)`` from the prior.
+
+    For a diagonal Gaussian ``q(z|x) = N(z_mean, diag(exp(z_log_var)))`` and the
+    standard normal prior ``p(z) = N(0, I)`` the divergence has the closed form
+
+        KL = -1/2 * sum_k (1 + z_log_var_k - z_mean_k**2 - exp(z_log_var_k)).
+
+    The layer adds this with `add_loss`, summed over latent dimensions and
+    averaged over the batch, and returns its inputs unchanged.
+
+    Call arguments:
+        inputs: list ``[z_mean, z_log_var]`` of tensors of the same shape
+            ``(batch, latent_dim)``.
+
+    Returns:
+        The list ``[z_mean, z_log_var]``, unchanged.
+
+    Example:
+
+    >>> z_mean = np.zeros((3, 2), dtype="float32")
+    >>> z_log_var = np.zeros((3, 2), dtype="float32")
+    >>> kl_layer = KLDivergenceLayer()
+    >>> outputs = kl_layer([z_mean, z_log_var])
+    >>> float(kl_layer.losses[0])
+    0.0
+    """
+
+    def build(self, input_shape):
+        if len(input_shape) != 2 or tuple(input_shape[0]) != tuple(input_shape[1]):
+            raise ValueError(
+                f"Expected `z_mean` and `z_log_var` of the same shape. Received: input_shape={input_shape}"
+            )
+
+    def call(self, inputs):
+        z_mean, z_log_var = inputs
+        self.add_loss(ops.mean(gaussian_kl_divergence(z_mean, z_log_var)))
+        return [z_mean, z_log_var]
+
+    def compute_output_shape(self, input_shape):
+        return [tuple(input_shape[0]), tuple(input_shape[1])]
+
+
+# [end kl-layer]
+
+
+# [start nll]
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BernoulliNegativeLogLikelihood(keras.losses.Loss):
+    """Negative log-likelihood of binary data under Bernoulli(sigmoid(logits)).
+
+    For a pixel ``x`` in {0, 1} and logit ``l`` it is
+
+        -log p(x | l) = max(l, 0) - x * l + log(1 + exp(-|l|)),
+
+    which never exponentiates a large positive number, so it stays finite
+    for any logit. Values are in nats, summed over the data dimensions (the
+    last axis). When the logits carry a Monte Carlo axis, shape
+    ``(batch, mc_samples, dim)``, the targets of shape ``(batch, dim)`` are
+    broadcast against every sample, and the default reduction averages over
+    the batch and the samples.
+
+    Example:
+
+    >>> nll = BernoulliNegativeLogLikelihood()
+    >>> x = np.array([[1.0, 0.0]], dtype="float32")
+    >>> x_logits = np.zeros((1, 3, 2), dtype="float32")  # p = 0.5 for every pixel
+    >>> round(float(nll(x, x_logits)), 4)  # 2 * log 2
+    1.3863
+    """
+
+    def __init__(self, name="bernoulli_nll", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, x, x_logits):
+        x = ops.convert_to_tensor(x, dtype=x_logits.dtype)
+        if x.shape[-1] != x_logits.shape[-1]:
+            raise ValueError(
+                "Expected targets and logits with the same last dimension. "
+                f"Received: x.shape={x.shape}, x_logits.shape={x_logits.shape}"
+            )
+        # Keras losses refuse targets of another rank, so broadcast explicitly:
+        # (batch, dim) -> (batch, 1, dim) against (batch, mc_samples, dim).
+        while len(x.shape) < len(x_logits.shape):
+            x = ops.expand_dims(x, axis=-2)
+        log_prob_terms = ops.relu(x_logits) - x * x_logits + ops.log1p(ops.exp(-ops.abs(x_logits)))
+        return ops.sum(log_prob_terms, axis=-1)
+
+
+# [end nll]
+
+
+# [start encoder]
+def build_encoder(original_dim=784, intermediate_dim=256, latent_dim=2):
+    """Inference network: ``x`` of shape (batch, original_dim) to ``[z_mean, z_log_var]``."""
+    x = keras.Input(shape=(original_dim,), name="x")
+    h = layers.Dense(intermediate_dim, activation="relu", name="encoder_hidden")(x)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+    return keras.Model(x, [z_mean, z_log_var], name="encoder")
+
+
+# [end encoder]
+
+
+# [start decoder]
+def build_decoder(original_dim=784, intermediate_dim=256, latent_dim=2):
+    """Generative network: ``z`` of shape (batch, samples, latent_dim) to Bernoulli logits.
+
+    The second axis holds any number of samples of ``z`` per example; the
+    output has shape (batch, samples, original_dim).
+    """
+    return keras.Sequential(
+        [
+            keras.Input(shape=(None, latent_dim), name="z"),
+            layers.Dense(intermediate_dim, activation="relu", name="decoder_hidden"),
+            layers.Dense(original_dim, name="x_logits"),
+        ],
+        name="decoder",
+    )
+
+
+# [end decoder]
+
+
+# [start reparameterization]
+def reparameterize(z_mean, z_log_var, eps):
+    """``z = z_mean + exp(z_log_var / 2) * eps`` from primitive layers.
+
+    ``z_mean`` and ``z_log_var`` have shape (batch, latent_dim) and ``eps``
+    has shape (batch, mc_samples, latent_dim); ``Multiply`` and ``Add``
+    broadcast the first two over the Monte Carlo axis, so ``z`` has shape
+    (batch, mc_samples, latent_dim).
+    """
+    z_log_scale = layers.Rescaling(0.5, name="z_log_scale")(z_log_var)
+    z_scale = layers.Activation("exponential", name="z_scale")(z_log_scale)
+    z_eps = layers.Multiply(name="z_eps")([z_scale, eps])
+    z = layers.Add(name="z")([z_mean, z_eps])
+    return z
+
+
+# [end reparameterization]
+
+
+# [start build-vae]
+def build_vae(original_dim=784, intermediate_dim=256, latent_dim=2, mc_samples=1):
+    """The full model: inputs ``[x, eps]``, output Bernoulli logits per sample.
+
+    Returns ``(vae, encoder, decoder)``; the encoder and decoder share their
+    weights with the VAE.
+    """
+    for name, value in (
+        ("original_dim", original_dim),
+        ("intermediate_dim", intermediate_dim),
+        ("latent_dim", latent_dim),
+        ("mc_samples", mc_samples),
+    ):
+        check_positive_int(name, value)
+    encoder = build_encoder(original_dim, intermediate_dim, latent_dim)
+    decoder = build_decoder(original_dim, intermediate_dim, latent_dim)
+
+    x = keras.Input(shape=(original_dim,), name="x")
+    eps = keras.Input(shape=(mc_samples, latent_dim), name="eps")
+
+    z_mean, z_log_var = encoder(x)
+    z_mean, z_log_var = KLDivergenceLayer(name="kl_divergence")([z_mean, z_log_var])
+    z = reparameterize(z_mean, z_log_var, eps)
+    x_logits = decoder(z)
+
+    vae = keras.Model(inputs=[x, eps], outputs=x_logits, name="vae")
+    return vae, encoder, decoder
+
+
+# [end build-vae]
+
+
+# [start monte-carlo-batches]
+class MonteCarloBatches(keras.utils.PyDataset):
+    """Batches ``((x, eps), x)`` with fresh noise ``eps`` for every batch.
+
+    ``eps`` has shape (batch, mc_samples, latent_dim) and is drawn from the
+    standard normal; with ``binarize=True`` each pixel intensity ``p`` is
+    replaced by a draw from Bernoulli(p) every time the example is seen
+    (dynamic binarisation), so the Bernoulli likelihood is a likelihood of
+    the data it is given.
+
+    Args:
+        x: float array of shape (count, dim) with values in [0, 1].
+        batch_size: examples per batch.
+        mc_samples: Monte Carlo samples of ``z`` per example.
+        latent_dim: dimension of ``z``.
+        binarize: resample binary pixels every epoch.
+        shuffle: reshuffle the examples every epoch.
+        seed: seed of the generator for the order, the pixels and ``eps``.
+    """
+
+    def __init__(self, x, batch_size, mc_samples, latent_dim, binarize=True, shuffle=True, seed=None):
+        super().__init__()
+        x = np.asarray(x)
+        if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(
+                f"Expected `x` to be a float array of shape (count, dim). Received: dtype={x.dtype}, shape={x.shape}"
+            )
+        if x.size and (x.min() < 0.0 or x.max() > 1.0):
+            raise ValueError(f"Expected `x` with values in [0, 1]. Received: min={x.min()}, max={x.max()}")
+        self.x = x.astype("float32", copy=False)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.mc_samples = check_positive_int("mc_samples", mc_samples)
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        self.binarize = binarize
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        batch = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        x = self.x[batch]
+        if self.binarize:
+            x = (self.rng.random(x.shape, dtype="float32") < x).astype("float32")
+        eps = self.rng.standard_normal((len(batch), self.mc_samples, self.latent_dim), dtype="float32")
+        return (x, eps), x
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.order = self.rng.permutation(len(self.x))
+
+
+# [end monte-carlo-batches]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latent-dim", type=int, default=2, help="dimension of z (default: 2)")
+    parser.add_argument("--intermediate-dim", type=int, default=256, help="hidden units (default: 256)")
+    parser.add_argument("--mc-samples", type=int, default=1, help="samples of z per example (default: 1)")
+    args = parser.parse_args(argv)
+    try:
+        vae, _, _ = build_vae(
+            intermediate_dim=args.intermediate_dim,
+            latent_dim=args.latent_dim,
+            mc_samples=args.mc_samples,
+        )
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    vae.summary(expand_nested=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Draw the main post's model diagrams from the real Keras models with graphviz.
+
+Builds the models with the listing's own functions, turns them into graphviz
+graphs with ``keras.utils.model_to_dot`` and renders SVG with ``dot``. Keras
+names graph nodes by Python object ids, which change on every run; this
+script renames them after the layers (``vae/encoder/z_mean``), so the output
+is byte-identical for the same code and graphviz version.
+
+Writes ``reparameterization.svg``, ``reparameterization_shapes.svg``,
+``encoder.svg``, ``decoder.svg``, ``vae.svg`` and ``diagrams.json`` (the
+settings drawn and the record of inputs) to ``--output-dir``.
+"""
+
+import argparse
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+import provenance  # noqa: E402
+
+OUTPUT_DIR = REPO_ROOT / "images" / "vae"
+RECORD_NAME = "diagrams.json"
+DIAGRAMS = ("reparameterization", "reparameterization_shapes", "encoder", "decoder", "vae")
+# Drawn with distinct sizes on every axis so the shapes show which axis is which.
+SETTINGS = {"original_dim": 784, "intermediate_dim": 256, "latent_dim": 2, "mc_samples": 5, "dpi": 72}
+
+
+def inputs():
+    paths = [REPO_ROOT / "listings" / "vae" / "variational_autoencoder.py", pathlib.Path(__file__)]
+    return provenance.input_hashes(paths, {**SETTINGS, "graphviz": graphviz_version()})
+
+
+def graphviz_version():
+    dot = shutil.which("dot")
+    if dot is None:
+        raise RuntimeError("graphviz `dot` not found; install the Debian package graphviz")
+    return subprocess.run([dot, "-V"], capture_output=True, text=True, check=True).stderr.strip()
+
+
+def stable_node_names(model, prefix=""):
+    """Map ``str(id(layer))`` of every layer, nested models included, to a readable path."""
+    import keras
+
+    prefix = f"{prefix}{model.name}/"
+    names = {}
+    for layer in model.layers if isinstance(model, keras.Sequential) else model._operations:
+        names[str(id(layer))] = f"{prefix}{layer.name}"
+        if isinstance(layer, keras.Model):
+            names.update(stable_node_names(layer, prefix))
+    return names
+
+
+def model_to_svg(model, show_shapes, expand_nested=False):
+    """SVG text of the model's graph, with stable node names."""
+    import keras
+
+    dot = keras.utils.model_to_dot(
+        model,
+        show_shapes=show_shapes,
+        show_layer_names=True,
+        show_layer_activations=True,
+        expand_nested=expand_nested,
+        dpi=SETTINGS["dpi"],
+    )
+    names = stable_node_names(model)
+    # Node ids are bare integers in the dot source; quote the readable names.
+    source = re.sub(
+        r"(?<![\w.])(\d{6,})(?![\w.])",
+        lambda match: f'"{names[match.group(1)]}"' if match.group(1) in names else match.group(1),
+        dot.to_string(),
+    )
+    leftover = [i for i in names if i in source]
+    if leftover:
+        raise RuntimeError(f"unstable node ids left in the graph: {leftover}")
+    result = subprocess.run(["dot", "-Tsvg"], input=source, capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+# [start reparameterization-model]
+def build_reparameterization_model(latent_dim, mc_samples):
+    """The reparameterisation alone, as the VAE builds it, with its three inputs."""
+    import keras
+
+    from variational_autoencoder import reparameterize
+
+    z_mean = keras.Input(shape=(latent_dim,), name="z_mean")
+    z_log_var = keras.Input(shape=(latent_dim,), name="z_log_var")
+    eps = keras.Input(shape=(mc_samples, latent_dim), name="eps")
+    z = reparameterize(z_mean, z_log_var, eps)
+    return keras.Model([z_mean, z_log_var, eps], z, name="reparameterization")
+
+
+# [end reparameterization-model]
+
+
+def draw(output_dir):
+    from variational_autoencoder import build_vae
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    reparameterization = build_reparameterization_model(SETTINGS["latent_dim"], SETTINGS["mc_samples"])
+    vae, encoder, decoder = build_vae(
+        original_dim=SETTINGS["original_dim"],
+        intermediate_dim=SETTINGS["intermediate_dim"],
+        latent_dim=SETTINGS["latent_dim"],
+        mc_samples=SETTINGS["mc_samples"],
+    )
+    svgs = {
+        "reparameterization": model_to_svg(reparameterization, show_shapes=False),
+        "reparameterization_shapes": model_to_svg(reparameterization, show_shapes=True),
+        "encoder": model_to_svg(encoder, show_shapes=True),
+        "decoder": model_to_svg(decoder, show_shapes=True),
+        "vae": model_to_svg(vae, show_shapes=True, expand_nested=True),
+    }
+    for name, svg in svgs.items():
+        (output_dir / f"{name}.svg").write_text(svg)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--output-dir", default=str(OUTPUT_DIR), help="where to write the SVG files (default: images/vae)"
+    )
+    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    output_dir = pathlib.Path(args.output_dir)
+    try:
+        hashes = inputs()
+    except RuntimeError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    outputs = [output_dir / f"{name}.svg" for name in DIAGRAMS]
+    if args.if_stale and provenance.is_current(output_dir / RECORD_NAME, hashes, outputs):
+        print(f"{output_dir / RECORD_NAME} is current; no diagrams to draw")
+        return 0
+    draw(output_dir)
+    provenance.write_record(output_dir / RECORD_NAME, {"settings": SETTINGS, "inputs": hashes})
+    print(f"wrote {', '.join(f'{name}.svg' for name in DIAGRAMS)} to {output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

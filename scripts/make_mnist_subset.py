@@ -1,0 +1,51 @@
+"""Write the first N training and test images of MNIST as a small IDX set for the tests.
+
+Reads the full set with the listing's loader and writes the four standard
+IDX .gz files (gzip header time 0, so the output is byte-identical on every run).
+"""
+
+import argparse
+import gzip
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "listings" / "vae"))
+
+from mnist_data import IMAGE_MAGIC, LABEL_MAGIC, MNIST_FILES, MNISTError, load_mnist  # noqa: E402
+
+
+def write_idx(path, array, magic):
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+        f.write(header + array.astype("uint8").tobytes())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-train", type=int, default=1000, help="training images to keep (default: %(default)s)")
+    parser.add_argument("--num-test", type=int, default=200, help="test images to keep (default: %(default)s)")
+    parser.add_argument(
+        "--mnist-dir", default=None, help="full MNIST folder (default: $MNIST_DIR, else ../shared/data/mnist)"
+    )
+    parser.add_argument("--output", default="tests/data/mnist", help="folder to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        (x_train, y_train), (x_test, y_test) = load_mnist(args.mnist_dir)
+    except MNISTError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    output = pathlib.Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    subsets = {
+        "train": (x_train[: args.num_train], y_train[: args.num_train]),
+        "test": (x_test[: args.num_test], y_test[: args.num_test]),
+    }
+    for split, (images_name, labels_name) in MNIST_FILES.items():
+        images, labels = subsets[split]
+        write_idx(output / images_name, images, IMAGE_MAGIC)
+        write_idx(output / labels_name, labels, LABEL_MAGIC)
+    print(f"wrote {args.num_train} training and {args.num_test} test images to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Records of where generated files came from, and the check that they are current.
+
+Every script that writes something the site shows (results, figures, diagrams)
+writes a JSON record with the SHA-256 of each input file and of its settings.
+`is_current()` tells whether the record still matches the inputs, so `make site`
+regenerates only what is stale and a test can fail when a committed output was
+not regenerated after its inputs changed.
+"""
+
+import hashlib
+import json
+import pathlib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def settings_sha256(settings):
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def input_hashes(paths, settings):
+    """SHA-256 of each input file (keyed by its path relative to the repository) and of the settings."""
+    hashes = {}
+    for path in paths:
+        path = pathlib.Path(path).resolve()
+        try:
+            key = str(path.relative_to(REPO_ROOT))
+        except ValueError:
+            key = path.name
+        hashes[key] = file_sha256(path)
+    hashes["settings"] = settings_sha256(settings)
+    return hashes
+
+
+def read_record(record_path):
+    record_path = pathlib.Path(record_path)
+    if not record_path.is_file():
+        return None
+    return json.loads(record_path.read_text())
+
+
+def stale_inputs(record, hashes):
+    """Names of the inputs whose hash differs from the record (all of them when there is no record)."""
+    if record is None:
+        return sorted(hashes)
+    recorded = record.get("inputs", {})
+    return sorted(key for key in set(hashes) | set(recorded) if recorded.get(key) != hashes.get(key))
+
+
+def is_current(record_path, hashes, outputs=()):
+    """True when the record matches ``hashes`` and every output file exists."""
+    return not stale_inputs(read_record(record_path), hashes) and all(
+        pathlib.Path(output).is_file() for output in outputs
+    )
+
+
+def write_record(record_path, record):
+    record_path = pathlib.Path(record_path)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
