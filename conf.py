@@ -79,6 +79,9 @@ window.MathJax = {
 # Serve jQuery, Bootstrap and friends from the site itself.
 USE_CDN = False
 
+# An empty icon, so browsers do not ask for a missing /favicon.ico.
+EXTRA_HEAD_DATA = '<link rel="icon" href="data:,">'
+
 # Build-time numbers: the `result` shortcode (plugins/results) reads them
 # from the JSON records the scripts write.
 GLOBAL_CONTEXT = {}

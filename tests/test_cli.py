@@ -1,0 +1,118 @@
+"""Every command-line program runs: --help, a tiny real run, and bad input.
+
+Like Pyro's test_examples.py: the list below must name every listing and
+script, so a new program without a test fails here.
+"""
+
+import json
+import pathlib
+import re
+
+import pytest
+
+from conftest import MNIST_SUBSET_DIR, REPO_ROOT, run_python
+
+PROGRAMS = [
+    "listings/vae/mnist_data.py",
+    "listings/vae/variational_autoencoder.py",
+    "listings/vae/variational_autoencoder_classic.py",
+    "listings/vae/train.py",
+    "listings/vae/visualize.py",
+    "scripts/make_diagrams.py",
+    "scripts/make_mnist_subset.py",
+    "scripts/train_main_post.py",
+    "scripts/plot_main_post.py",
+]
+LIBRARY_MODULES = {"scripts/provenance.py"}  # imported by the scripts, no command line
+SUBSET = {"MNIST_DIR": str(MNIST_SUBSET_DIR)}
+
+
+def test_every_program_is_listed():
+    found = {str(p.relative_to(REPO_ROOT)) for p in REPO_ROOT.glob("listings/**/*.py")}
+    found |= {str(p.relative_to(REPO_ROOT)) for p in REPO_ROOT.glob("scripts/*.py")}
+    assert found - LIBRARY_MODULES == set(PROGRAMS)
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=[pathlib.Path(p).stem for p in PROGRAMS])
+def test_help(program):
+    result = run_python([program, "--help"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:")
+
+
+# TensorFlow's C++ runtime prints these on every import, before any code of
+# ours runs (TF_CPP_MIN_LOG_LEVEL does not silence them in TF 2.21); they are
+# not part of a program's error report.
+TENSORFLOW_BANNER = re.compile(
+    r"^(WARNING: All log messages before absl|[IWE]\d{4} |To enable the following instructions)"
+)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if not TENSORFLOW_BANNER.match(line)]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_output(tmp_path_factory):
+    """One epoch of the training CLI on the committed subset."""
+    output_dir = tmp_path_factory.mktemp("train")
+    result = run_python(
+        ["listings/vae/train.py", "--num-epochs", "1", "--mc-samples", "3", "--output-dir", output_dir, "--quiet"],
+        env=SUBSET,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return output_dir, result
+
+
+def test_train_cli_writes_model_and_history(trained_output):
+    output_dir, result = trained_output
+    history = json.loads((output_dir / "history.json").read_text())
+    assert set(history) == {"loss", "val_loss"} and len(history["loss"]) == 1
+    assert 100 < history["val_loss"][0] < 600  # nats per 784-pixel image
+    assert (output_dir / "vae.keras").is_file()
+    assert "test negative ELBO" in result.stdout
+
+
+def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
+    output_dir, _ = trained_output
+    result = run_python(
+        ["listings/vae/visualize.py", "--model", output_dir / "vae.keras", "--output-dir", tmp_path], env=SUBSET
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "latent_space.png").stat().st_size > 1000
+    assert (tmp_path / "manifold.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "program, args, env, fragments",
+    [
+        ("listings/vae/train.py", ["--mc-samples", "0"], SUBSET, ["mc_samples=0", "positive integer"]),
+        ("listings/vae/train.py", ["--latent-dim", "0"], SUBSET, ["latent_dim=0"]),
+        ("listings/vae/train.py", ["--num-epochs", "0"], SUBSET, ["num_epochs=0"]),
+        ("listings/vae/train.py", [], {"MNIST_DIR": "/nonexistent/mnist"}, ["MNIST folder not found"]),
+        ("listings/vae/variational_autoencoder.py", ["--mc-samples", "-1"], {}, ["mc_samples=-1"]),
+        ("listings/vae/variational_autoencoder_classic.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
+        ("listings/vae/visualize.py", ["--model", "/nonexistent.keras"], SUBSET, ["Model file not found"]),
+        ("scripts/train_main_post.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
+    ],
+    ids=[
+        "train-mc-samples-0",
+        "train-latent-dim-0",
+        "train-epochs-0",
+        "train-missing-mnist-dir",
+        "model-mc-samples-negative",
+        "classic-missing-mnist-dir",
+        "visualize-missing-model",
+        "results-missing-mnist-dir",
+    ],
+)
+def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path):
+    result = run_python(
+        [program, *args, "--output-dir", tmp_path] if "train.py" in program else [program, *args], env=env
+    )
+    assert_one_line_error(result, *fragments)

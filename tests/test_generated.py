@@ -1,0 +1,107 @@
+"""Committed diagrams, results and figures are current and come from the code.
+
+Nothing here retrains to full length: the records' input hashes say whether
+the committed outputs are stale, and the diagrams and figures are redrawn
+from the committed model into a temporary folder and compared.
+"""
+
+import json
+
+import numpy as np
+import plot_main_post
+import pytest
+import train_main_post
+
+import provenance
+from conftest import MNIST_SUBSET_DIR, REPO_ROOT, run_python
+from mnist_data import resolve_mnist_dir
+
+IMAGES = REPO_ROOT / "images" / "vae"
+RESULTS = REPO_ROOT / "results" / "vae"
+full_mnist = pytest.mark.skipif(
+    resolve_mnist_dir() is None, reason="the records hash the full MNIST files; set MNIST_DIR or add ../shared"
+)
+
+
+def test_diagrams_are_byte_identical_to_a_fresh_drawing(tmp_path):
+    result = run_python(["scripts/make_diagrams.py", "--output-dir", tmp_path])
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("reparameterization", "reparameterization_shapes", "encoder", "decoder", "vae"):
+        fresh, committed = (tmp_path / f"{name}.svg").read_bytes(), (IMAGES / f"{name}.svg").read_bytes()
+        assert fresh == committed, f"images/vae/{name}.svg is stale: run make site"
+    assert json.loads((tmp_path / "diagrams.json").read_text()) == json.loads((IMAGES / "diagrams.json").read_text())
+
+
+def test_diagrams_show_the_mc_axis():
+    record = json.loads((IMAGES / "diagrams.json").read_text())["settings"]
+    svg = (IMAGES / "reparameterization_shapes.svg").read_text()
+    mc_shape = f"(None, {record['mc_samples']}, {record['latent_dim']})"
+    assert svg.count(mc_shape) >= 3  # eps, z_eps and z
+    assert f"(None, {record['latent_dim']})" in svg  # z_mean and z_scale
+    assert "Lambda" not in (IMAGES / "vae.svg").read_text()
+
+
+@full_mnist
+def test_results_record_matches_its_inputs():
+    result = run_python(["scripts/train_main_post.py", "--check"])
+    assert result.returncode == 0, f"results/vae is stale, run make site: {result.stderr.strip()[-500:]}"
+
+
+@full_mnist
+def test_figures_record_matches_its_inputs():
+    record = provenance.read_record(IMAGES / "figures.json")
+    stale = provenance.stale_inputs(record, plot_main_post.current_inputs(RESULTS))
+    assert not stale, f"images/vae figures are stale ({stale}): run make site"
+
+
+def test_results_record_is_consistent():
+    record = json.loads((RESULTS / "main_post.json").read_text())
+    history = json.loads((RESULTS / "history.json").read_text())
+    settings = record["settings"]
+    assert settings == train_main_post.read_train_defaults()
+    assert record["num_epochs"] == settings["num_epochs"] == len(history["loss"]) == len(history["val_loss"])
+    assert record["num_train"] == 60_000 and record["num_test"] == 10_000
+    # The final estimate and the last epoch's test loss measure the same thing with other noise.
+    assert abs(record["test_negative_elbo"] - history["val_loss"][-1]) < 5 * record["test_negative_elbo_stderr"] + 1
+    assert record["test_negative_elbo"] < history["val_loss"][0]
+    assert 0 < record["seconds_per_epoch"] <= record["wall_time_seconds"]
+
+
+@full_mnist
+def test_figures_redraw_from_committed_model(tmp_path):
+    result = run_python(["scripts/plot_main_post.py", "--output-dir", tmp_path])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "loss_curve.svg").read_bytes() == (IMAGES / "loss_curve.svg").read_bytes()
+    import matplotlib.image
+
+    for name in ("latent_space.png", "manifold.png", "lead.png"):
+        fresh, committed = (matplotlib.image.imread(path / name) for path in (tmp_path, IMAGES))
+        assert fresh.shape == committed.shape, name
+        # Bitwise equal on the same machine; allow a few anti-aliased pixels elsewhere.
+        assert np.mean(np.abs(fresh - committed) > 0.1) < 0.001, f"images/vae/{name} does not match the model"
+
+
+def test_quick_training_run_writes_every_number_the_post_needs(tmp_path):
+    result = run_python(
+        ["scripts/train_main_post.py", "--quick", "--output-dir", tmp_path], env={"MNIST_DIR": str(MNIST_SUBSET_DIR)}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    quick = json.loads((tmp_path / "main_post.json").read_text())
+    committed = json.loads((RESULTS / "main_post.json").read_text())
+    assert set(quick) == set(committed)
+    assert quick["num_epochs"] == 1 and quick["num_train"] == 1000
+    assert quick["inputs"]["settings"] != committed["inputs"]["settings"]
+    # A second run with --if-stale finds the record current and trains nothing.
+    again = run_python(
+        ["scripts/train_main_post.py", "--quick", "--if-stale", "--output-dir", tmp_path],
+        env={"MNIST_DIR": str(MNIST_SUBSET_DIR)},
+    )
+    assert again.returncode == 0 and "nothing to train" in again.stdout
+
+
+def test_staleness_check_notices_a_changed_input(tmp_path):
+    record = {"inputs": {"a.py": "0" * 64, "settings": "1" * 64}}
+    assert provenance.stale_inputs(record, {"a.py": "0" * 64, "settings": "1" * 64}) == []
+    assert provenance.stale_inputs(record, {"a.py": "f" * 64, "settings": "1" * 64}) == ["a.py"]
+    assert provenance.stale_inputs(record, {"a.py": "0" * 64, "settings": "1" * 64, "b.py": "2" * 64}) == ["b.py"]
+    assert provenance.stale_inputs(None, {"a.py": "0"}) == ["a.py"]
