@@ -59,7 +59,7 @@ def test_no_code_block_that_is_not_a_listing(post):
 
 def prose(text):
     """The post without metadata, maths, directives' options, shortcodes and references."""
-    text = text.split("\nReferences\n")[0]
+    text = re.sub(r"^\.\. \[#\w+\].*\n(?:[ \t]+.*\n)*", "", text, flags=re.M)  # citations: years, pages
     text = re.sub(r"^\.\. \w+:.*$", "", text, flags=re.M)  # metadata
     text = re.sub(r"^\.\. math::\n(?:\n|[ \t]+.*\n)*", "", text, flags=re.M)
     text = re.sub(r":math:`[^`]*`", "", text)
