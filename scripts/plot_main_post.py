@@ -76,7 +76,10 @@ def plot_loss_curve(plt, history, path):
     ax.plot(epochs, history["val_loss"], label="test (end of epoch)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("negative ELBO (nats per image)")
-    ax.set_yscale("log")
+    # The first epoch's training average starts far higher; keep the scale for the rest.
+    top = max(history["val_loss"][0], history["loss"][min(1, len(history["loss"]) - 1)])
+    bottom = min(min(history["loss"]), min(history["val_loss"]))
+    ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.1 * (top - bottom))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     save(fig, path)
