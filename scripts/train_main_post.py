@@ -59,6 +59,19 @@ def current_inputs(settings, mnist_dir=None):
     return provenance.input_hashes([*LISTINGS, pathlib.Path(__file__), *data_files], settings)
 
 
+def describe_machine():
+    """CPU model and core count, e.g. 'Intel(R) Xeon(R) ..., 2 cores'."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
 def run(settings, output_dir, inputs, verbose):
     import keras
     import numpy as np
@@ -68,7 +81,8 @@ def run(settings, output_dir, inputs, verbose):
     from train import binarize_once, negative_elbo_per_example, train_vae
 
     class EpochTimer(keras.callbacks.Callback):
-        seconds = []
+        def on_train_begin(self, logs=None):
+            self.seconds = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -116,7 +130,7 @@ def run(settings, output_dir, inputs, verbose):
             "tensorflow": tf.__version__,
             "numpy": np.__version__,
         },
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "machine": describe_machine(),
         "inputs": inputs,
     }
     provenance.write_record(output_dir / RECORD_NAME, record)
