@@ -22,8 +22,9 @@ PROGRAMS = [
     "scripts/make_mnist_subset.py",
     "scripts/train_main_post.py",
     "scripts/plot_main_post.py",
+    "scripts/benchmark.py",
 ]
-LIBRARY_MODULES = {"scripts/provenance.py"}  # imported by the scripts, no command line
+LIBRARY_MODULES = {"scripts/provenance.py", "scripts/torch_reference.py"}  # imported by the scripts, no command line
 SUBSET = {"MNIST_DIR": str(MNIST_SUBSET_DIR)}
 
 

@@ -8,11 +8,11 @@ from the committed model into a temporary folder and compared.
 import json
 
 import numpy as np
-import plot_main_post
 import pytest
-import train_main_post
 
+import plot_main_post
 import provenance
+import train_main_post
 from conftest import MNIST_SUBSET_DIR, REPO_ROOT, run_python
 from mnist_data import resolve_mnist_dir
 

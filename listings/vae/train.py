@@ -35,8 +35,14 @@ DEFAULTS = {
     "mc_samples": 1,
     "latent_dim": 2,
     "intermediate_dim": 256,
+    "hidden_layers": 1,
+    "activation": "relu",
     "learning_rate": 1e-3,
     "seed": 0,
+    # The training core: compile the step with XLA and run several steps per
+    # call, so that Python overhead does not dominate a small model.
+    "jit_compile": True,
+    "steps_per_execution": 50,
 }
 # [end settings]
 
@@ -56,16 +62,21 @@ def train_vae(
     mc_samples=DEFAULTS["mc_samples"],
     latent_dim=DEFAULTS["latent_dim"],
     intermediate_dim=DEFAULTS["intermediate_dim"],
+    hidden_layers=DEFAULTS["hidden_layers"],
+    activation=DEFAULTS["activation"],
     learning_rate=DEFAULTS["learning_rate"],
     seed=DEFAULTS["seed"],
+    jit_compile=DEFAULTS["jit_compile"],
+    steps_per_execution=DEFAULTS["steps_per_execution"],
     verbose=1,
     callbacks=None,
 ):
     """Fit the VAE; return ``(vae, encoder, decoder, history)``.
 
     ``x_train`` and ``x_test`` are float arrays of shape (count, 784) with
-    intensities in [0, 1]. Training pixels are binarised afresh every epoch;
-    the test set is binarised once, with ``seed``.
+    intensities in [0, 1]; ``x_test`` may be None (no test loss). Training
+    pixels are binarised afresh every epoch; the test set is binarised once,
+    with ``seed``.
     """
     check_positive_int("num_epochs", num_epochs)
     keras.utils.set_random_seed(seed)
@@ -74,23 +85,29 @@ def train_vae(
         intermediate_dim=intermediate_dim,
         latent_dim=latent_dim,
         mc_samples=mc_samples,
+        hidden_layers=hidden_layers,
+        activation=activation,
     )
     vae.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=BernoulliNegativeLogLikelihood(),
+        jit_compile=jit_compile,
+        steps_per_execution=check_positive_int("steps_per_execution", steps_per_execution),
     )
     train_batches = MonteCarloBatches(
         x_train, batch_size, mc_samples, latent_dim, binarize=True, shuffle=True, seed=seed
     )
-    test_batches = MonteCarloBatches(
-        binarize_once(x_test, seed + 1),
-        batch_size,
-        mc_samples,
-        latent_dim,
-        binarize=False,
-        shuffle=False,
-        seed=seed + 2,
-    )
+    test_batches = None
+    if x_test is not None:
+        test_batches = MonteCarloBatches(
+            binarize_once(x_test, seed + 1),
+            batch_size,
+            mc_samples,
+            latent_dim,
+            binarize=False,
+            shuffle=False,
+            seed=seed + 2,
+        )
     history = vae.fit(
         train_batches,
         epochs=num_epochs,

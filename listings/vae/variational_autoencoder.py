@@ -138,11 +138,22 @@ class BernoulliNegativeLogLikelihood(keras.losses.Loss):
 # [end nll]
 
 
+def hidden_name(prefix, index):
+    """``encoder_hidden``, ``encoder_hidden_2``, ...: stable layer names."""
+    return prefix if index == 0 else f"{prefix}_{index + 1}"
+
+
 # [start encoder]
-def build_encoder(original_dim=784, intermediate_dim=256, latent_dim=2):
-    """Inference network: ``x`` of shape (batch, original_dim) to ``[z_mean, z_log_var]``."""
+def build_encoder(original_dim=784, intermediate_dim=256, latent_dim=2, hidden_layers=1, activation="relu"):
+    """Inference network: ``x`` of shape (batch, original_dim) to ``[z_mean, z_log_var]``.
+
+    ``hidden_layers`` dense layers of ``intermediate_dim`` units feed the two
+    linear heads (the IWAE paper's model is 784-200-200-50 with tanh).
+    """
     x = keras.Input(shape=(original_dim,), name="x")
-    h = layers.Dense(intermediate_dim, activation="relu", name="encoder_hidden")(x)
+    h = x
+    for i in range(hidden_layers):
+        h = layers.Dense(intermediate_dim, activation=activation, name=hidden_name("encoder_hidden", i))(h)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
     return keras.Model(x, [z_mean, z_log_var], name="encoder")
@@ -152,7 +163,7 @@ def build_encoder(original_dim=784, intermediate_dim=256, latent_dim=2):
 
 
 # [start decoder]
-def build_decoder(original_dim=784, intermediate_dim=256, latent_dim=2):
+def build_decoder(original_dim=784, intermediate_dim=256, latent_dim=2, hidden_layers=1, activation="relu"):
     """Generative network: ``z`` of shape (batch, samples, latent_dim) to Bernoulli logits.
 
     The second axis holds any number of samples of ``z`` per example; the
@@ -161,7 +172,10 @@ def build_decoder(original_dim=784, intermediate_dim=256, latent_dim=2):
     return keras.Sequential(
         [
             keras.Input(shape=(None, latent_dim), name="z"),
-            layers.Dense(intermediate_dim, activation="relu", name="decoder_hidden"),
+            *(
+                layers.Dense(intermediate_dim, activation=activation, name=hidden_name("decoder_hidden", i))
+                for i in range(hidden_layers)
+            ),
             layers.Dense(original_dim, name="x_logits"),
         ],
         name="decoder",
@@ -191,7 +205,7 @@ def reparameterize(z_mean, z_log_var, eps):
 
 
 # [start build-vae]
-def build_vae(original_dim=784, intermediate_dim=256, latent_dim=2, mc_samples=1):
+def build_vae(original_dim=784, intermediate_dim=256, latent_dim=2, mc_samples=1, hidden_layers=1, activation="relu"):
     """The full model: inputs ``[x, eps]``, output Bernoulli logits per sample.
 
     Returns ``(vae, encoder, decoder)``; the encoder and decoder share their
@@ -202,10 +216,11 @@ def build_vae(original_dim=784, intermediate_dim=256, latent_dim=2, mc_samples=1
         ("intermediate_dim", intermediate_dim),
         ("latent_dim", latent_dim),
         ("mc_samples", mc_samples),
+        ("hidden_layers", hidden_layers),
     ):
         check_positive_int(name, value)
-    encoder = build_encoder(original_dim, intermediate_dim, latent_dim)
-    decoder = build_decoder(original_dim, intermediate_dim, latent_dim)
+    encoder = build_encoder(original_dim, intermediate_dim, latent_dim, hidden_layers, activation)
+    decoder = build_decoder(original_dim, intermediate_dim, latent_dim, hidden_layers, activation)
 
     x = keras.Input(shape=(original_dim,), name="x")
     eps = keras.Input(shape=(mc_samples, latent_dim), name="eps")

@@ -1,0 +1,412 @@
+"""Benchmark the training core side by side: classic quickstart, ours, PyTorch, and the machine's limit.
+
+Every measurement runs in a fresh Python process (so start-up and peak
+memory are its own), and the configurations are interleaved, A B C A B C
+..., so that a slow spell of the machine hits them all alike. Each run
+trains a few epochs on the same data; the first epoch (tracing, compiling)
+is reported separately from the steady state, and the report gives the
+median and range over repeats of the steady seconds per epoch.
+
+Configurations, for two architectures (the main post's 784-256-2 with relu,
+and the IWAE paper's 784-200-200-50 with tanh):
+
+* ``classic``: the Keras 2.0.8 quickstart ported to Keras 3 (784-256-2 only:
+  its architecture is fixed in its code);
+* ``ours-S1``, ``ours-S5``, ``ours-S25``: our VAE and training core with
+  1, 5 and 25 Monte Carlo samples;
+* ``torch-S1``: the same model, optimiser, batch size and loss in PyTorch,
+  when ``torch`` is importable ("skipped: torch not installed" otherwise);
+* the machine's limit: the FLOPs of one training step counted from the
+  layer sizes, divided by this machine's float32 matrix-multiply throughput
+  measured with NumPy at the same shapes.
+
+Writes a JSON results file with the versions and the machine description.
+``--quick`` runs everything once for two short epochs (for tests).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+RESULTS = REPO_ROOT / "results" / "performance" / "benchmark.json"
+# [start architectures]
+ARCHITECTURES = {
+    "784-256-2": {
+        "original_dim": 784,
+        "intermediate_dim": 256,
+        "latent_dim": 2,
+        "hidden_layers": 1,
+        "activation": "relu",
+    },
+    "784-200-200-50": {
+        "original_dim": 784,
+        "intermediate_dim": 200,
+        "latent_dim": 50,
+        "hidden_layers": 2,
+        "activation": "tanh",
+    },
+}
+# [end architectures]
+BATCH_SIZE = 100
+LEARNING_RATE = 1e-3
+
+
+def config_names(architecture):
+    names = ["ours-S1", "ours-S5", "ours-S25", "torch-S1"]
+    return (["classic"] if architecture == "784-256-2" else []) + names
+
+
+# ---------------------------------------------------------------------------
+# FLOPs and the machine's limit
+# ---------------------------------------------------------------------------
+
+
+# [start flops]
+def dense_layers(architecture):
+    """``(rows_per_example, fan_in, fan_out)`` of every Dense layer of the VAE.
+
+    Encoder layers see one row per example; decoder layers see one row per
+    Monte Carlo sample, so their row count is multiplied by ``mc_samples``
+    (filled in by `matmul_shapes`).
+    """
+    a = ARCHITECTURES[architecture] if isinstance(architecture, str) else architecture
+    hidden = [a["intermediate_dim"]] * a["hidden_layers"]
+    encoder = list(zip([a["original_dim"], *hidden[:-1]], hidden, strict=True))
+    encoder += [(hidden[-1], a["latent_dim"])] * 2  # z_mean and z_log_var heads
+    decoder = list(zip([a["latent_dim"], *hidden], [*hidden, a["original_dim"]], strict=True))
+    return [("encoder", fan_in, fan_out) for fan_in, fan_out in encoder] + [
+        ("decoder", fan_in, fan_out) for fan_in, fan_out in decoder
+    ]
+
+
+def matmul_shapes(architecture, batch_size, mc_samples):
+    """The ``(m, k, n)`` matrix products of one training step, forward and backward.
+
+    Each Dense layer with input X (m x k) and weights W (k x n) costs a
+    forward product X W, a weight gradient X^T dY (k x m times m x n) and,
+    unless its input is the data itself, an input gradient dY W^T (m x n
+    times n x k). Element-wise work (activations, the loss, Adam) is not
+    counted: it is linear in the sizes, not cubic.
+    """
+    shapes = []
+    for index, (part, fan_in, fan_out) in enumerate(dense_layers(architecture)):
+        rows = batch_size * (mc_samples if part == "decoder" else 1)
+        shapes.append((rows, fan_in, fan_out))  # forward
+        shapes.append((fan_in, rows, fan_out))  # weight gradient
+        if index > 0:  # the first layer's input is the data: no gradient
+            shapes.append((rows, fan_out, fan_in))  # input gradient
+    return shapes
+
+
+def training_step_flops(architecture, batch_size, mc_samples):
+    """Floating-point operations of the matrix products of one step (2 per multiply-add)."""
+    return sum(2 * m * k * n for m, k, n in matmul_shapes(architecture, batch_size, mc_samples))
+
+
+# [end flops]
+
+
+def numpy_matmul_seconds(shapes, repeats=30):
+    """Median seconds of each float32 product at the given shapes, with NumPy, summed."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for m, k, n in shapes:
+        a = rng.standard_normal((m, k), dtype="float32")
+        b = rng.standard_normal((k, n), dtype="float32")
+        a @ b  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        total += float(np.median(times))
+    return total
+
+
+def machine_limit(architecture, batch_size, mc_samples, num_examples):
+    shapes = matmul_shapes(architecture, batch_size, mc_samples)
+    step_seconds = numpy_matmul_seconds(shapes)
+    steps = -(-num_examples // batch_size)
+    flops = training_step_flops(architecture, batch_size, mc_samples)
+    return {
+        "step_flops": flops,
+        "numpy_gflops_per_second": flops / step_seconds / 1e9,
+        "ideal_seconds_per_epoch": step_seconds * steps,
+    }
+
+
+# ---------------------------------------------------------------------------
+# One measured run (in its own process)
+# ---------------------------------------------------------------------------
+
+
+def run_keras(config, architecture, num_epochs, x_train):
+    import keras
+
+    timer = EpochTimer.make(keras)
+    if config == "classic":
+        import variational_autoencoder_classic as classic
+
+        vae, _, _ = classic.build_classic_vae()
+        vae.fit(x_train, epochs=num_epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=0, callbacks=[timer])
+        return timer.seconds
+    from train import train_vae
+
+    mc_samples = int(config.split("-S")[1])
+    a = ARCHITECTURES[architecture]
+    train_vae(
+        x_train,
+        None,
+        num_epochs=num_epochs,
+        batch_size=BATCH_SIZE,
+        mc_samples=mc_samples,
+        latent_dim=a["latent_dim"],
+        intermediate_dim=a["intermediate_dim"],
+        hidden_layers=a["hidden_layers"],
+        activation=a["activation"],
+        learning_rate=LEARNING_RATE,
+        verbose=0,
+        callbacks=[timer],
+    )
+    return timer.seconds
+
+
+class EpochTimer:
+    @staticmethod
+    def make(keras):
+        class _EpochTimer(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.seconds = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._start)
+
+        return _EpochTimer()
+
+
+def run_torch(config, architecture, num_epochs, x_train):
+    import torch
+
+    from torch_reference import train_torch_vae
+
+    torch.set_num_threads(os.cpu_count())
+    a = ARCHITECTURES[architecture]
+    return train_torch_vae(
+        x_train,
+        num_epochs=num_epochs,
+        batch_size=BATCH_SIZE,
+        mc_samples=int(config.split("-S")[1]),
+        learning_rate=LEARNING_RATE,
+        **a,
+    )
+
+
+def worker(config, architecture, num_epochs, started):
+    """Train one configuration; print one JSON line with its timings."""
+    from mnist_data import flatten_and_scale, load_mnist
+
+    (x_train, _), _ = load_mnist()
+    x_train = flatten_and_scale(x_train)
+    runner = run_torch if config.startswith("torch") else run_keras
+    ready = time.perf_counter()
+    seconds = runner(config, architecture, num_epochs, x_train)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "config": config,
+                "architecture": architecture,
+                "startup_seconds": ready - started,
+                "first_epoch_seconds": seconds[0],
+                "steady_epoch_seconds": seconds[1:],
+                "num_examples": len(x_train),
+                "peak_memory_mib": peak_mib,
+            }
+        )
+    )
+
+
+# ---------------------------------------------------------------------------
+# The interleaved driver
+# ---------------------------------------------------------------------------
+
+
+def torch_available():
+    return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+
+
+def measure(config, architecture, num_epochs):
+    result = subprocess.run(
+        [sys.executable, __file__, "--worker", config, "--architecture", architecture, "--num-epochs", str(num_epochs)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{config} on {architecture} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs):
+    import numpy as np
+
+    steady = [float(np.median(run["steady_epoch_seconds"])) for run in runs]
+    median = float(np.median(steady))
+    return {
+        "seconds_per_epoch": median,
+        "seconds_per_epoch_min": min(steady),
+        "seconds_per_epoch_max": max(steady),
+        "examples_per_second": runs[0]["num_examples"] / median,
+        "startup_seconds": float(np.median([run["startup_seconds"] for run in runs])),
+        "first_epoch_seconds": float(np.median([run["first_epoch_seconds"] for run in runs])),
+        "peak_memory_mib": max(run["peak_memory_mib"] for run in runs),
+        "repeats": len(runs),
+    }
+
+
+def ratios(architectures):
+    """The targets of the issue, as ratios measured in this one run."""
+    out = {}
+    small, iwae = architectures.get("784-256-2", {}), architectures.get("784-200-200-50", {})
+    configs = small.get("configs", {})
+    if "classic" in configs and "ours-S1" in configs:
+        out["ours_s1_over_classic"] = configs["ours-S1"]["seconds_per_epoch"] / configs["classic"]["seconds_per_epoch"]
+    for name, arch in (("784-256-2", small), ("784-200-200-50", iwae)):
+        c = arch.get("configs", {})
+        key = name.replace("-", "_")
+        if "ours-S1" in c and "torch-S1" in c and "skipped" not in c["torch-S1"]:
+            out[f"ours_s1_over_torch_{key}"] = c["ours-S1"]["seconds_per_epoch"] / c["torch-S1"]["seconds_per_epoch"]
+        if "ours-S1" in c and "ours-S25" in c:
+            out[f"ours_s25_over_s1_{key}"] = c["ours-S25"]["seconds_per_epoch"] / c["ours-S1"]["seconds_per_epoch"]
+        if "ours-S1" in c:
+            out[f"fraction_of_machine_limit_{key}"] = (
+                arch["machine_limit"]["S1"]["ideal_seconds_per_epoch"] / c["ours-S1"]["seconds_per_epoch"]
+            )
+    return out
+
+
+def versions():
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    found = {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
+    }
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    )
+    found["torch"] = probe.stdout.strip() if probe.returncode == 0 else None
+    return found
+
+
+def main(argv=None):
+    started = time.perf_counter()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved runs per configuration (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-epochs", type=int, default=4, help="epochs per run, the first not counted (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--architectures", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES), help="which to run"
+    )
+    parser.add_argument(
+        "--output", default=str(RESULTS), help="results file (default: results/performance/benchmark.json)"
+    )
+    parser.add_argument("--quick", action="store_true", help="one repeat of two epochs (for tests)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--architecture", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.architecture, args.num_epochs, started)
+        return 0
+    if args.quick:
+        args.repeats, args.num_epochs = 1, 2
+    if args.repeats < 1 or args.num_epochs < 2:
+        parser.exit(2, f"{parser.prog}: error: Expected --repeats >= 1 and --num-epochs >= 2. Received: "
+                    f"repeats={args.repeats}, num_epochs={args.num_epochs}\n")  # fmt: skip
+    from mnist_data import MNISTError, load_mnist
+
+    try:
+        (x_train, _), _ = load_mnist()
+    except MNISTError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    has_torch = torch_available()
+    plan = [
+        (repeat, architecture, config)
+        for repeat in range(args.repeats)
+        for architecture in args.architectures
+        for config in config_names(architecture)
+        if has_torch or not config.startswith("torch")
+    ]
+    runs = {}
+    for index, (_, architecture, config) in enumerate(plan, 1):
+        run = measure(config, architecture, args.num_epochs)
+        runs.setdefault((architecture, config), []).append(run)
+        print(
+            f"[{index}/{len(plan)}] {architecture} {config}: "
+            f"{sum(run['steady_epoch_seconds']) / len(run['steady_epoch_seconds']):.2f} s per epoch",
+            flush=True,
+        )
+    architectures = {}
+    for architecture in args.architectures:
+        configs = {
+            config: summarise(runs[(architecture, config)])
+            for config in config_names(architecture)
+            if (architecture, config) in runs
+        }
+        if not has_torch:
+            configs["torch-S1"] = {"skipped": "torch not installed"}
+            print(f"{architecture} torch-S1: skipped: torch not installed")
+        architectures[architecture] = {
+            "layers": ARCHITECTURES[architecture],
+            "configs": configs,
+            "machine_limit": {f"S{s}": machine_limit(architecture, BATCH_SIZE, s, len(x_train)) for s in (1, 5, 25)},
+        }
+    from train_main_post import describe_machine
+
+    results = {
+        "settings": {
+            "repeats": args.repeats,
+            "num_epochs": args.num_epochs,
+            "batch_size": BATCH_SIZE,
+            "learning_rate": LEARNING_RATE,
+            "num_examples": len(x_train),
+            "quick": args.quick,
+        },  # fmt: skip
+        "architectures": architectures,
+        "ratios": ratios(architectures),
+        "versions": versions(),
+        "machine": describe_machine(),
+    }
+    output = pathlib.Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    for name, value in results["ratios"].items():
+        print(f"{name}: {value:.2f}")
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
