@@ -153,9 +153,9 @@ def machine_limit(architecture, batch_size, mc_samples, num_examples):
 
 
 def run_keras(config, architecture, num_epochs, x_train):
-    import keras
+    from epoch_timer import make_epoch_timer
 
-    timer = EpochTimer.make(keras)
+    timer = make_epoch_timer()
     if config == "classic":
         import variational_autoencoder_classic as classic
 
@@ -181,22 +181,6 @@ def run_keras(config, architecture, num_epochs, x_train):
         callbacks=[timer],
     )
     return timer.seconds
-
-
-class EpochTimer:
-    @staticmethod
-    def make(keras):
-        class _EpochTimer(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.seconds = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._start)
-
-        return _EpochTimer()
 
 
 def run_torch(config, architecture, num_epochs, x_train):

@@ -76,23 +76,14 @@ def run(settings, output_dir, inputs, verbose):
     import keras
     import numpy as np
     import tensorflow as tf
+    from epoch_timer import make_epoch_timer
 
     from mnist_data import flatten_and_scale, load_mnist
     from train import binarize_once, negative_elbo_per_example, train_vae
 
-    class EpochTimer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._start)
-
     (x_train, _), (x_test, _) = load_mnist()
     x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)
-    timer = EpochTimer()
+    timer = make_epoch_timer()
     start = time.perf_counter()
     vae, encoder, _, history = train_vae(x_train, x_test, verbose=verbose, callbacks=[timer], **settings)
     wall_time = time.perf_counter() - start

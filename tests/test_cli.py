@@ -24,7 +24,8 @@ PROGRAMS = [
     "scripts/plot_main_post.py",
     "scripts/benchmark.py",
 ]
-LIBRARY_MODULES = {"scripts/provenance.py", "scripts/torch_reference.py"}  # imported by the scripts, no command line
+# Imported by the scripts; no command line of their own.
+LIBRARY_MODULES = {"scripts/provenance.py", "scripts/torch_reference.py", "scripts/epoch_timer.py"}
 SUBSET = {"MNIST_DIR": str(MNIST_SUBSET_DIR)}
 
 
