@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup site generated test serve clean
+.PHONY: setup site generated test serve benchmark clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,12 +20,19 @@ generated: setup
 	@$(PYTHON) scripts/make_diagrams.py --if-stale
 	@$(PYTHON) scripts/train_main_post.py --if-stale
 	@$(PYTHON) scripts/plot_main_post.py --if-stale
+	@$(PYTHON) scripts/plot_benchmark.py --if-stale
+	@$(PYTHON) scripts/benchmark.py --check || echo "warning: the performance page shows stale numbers; run make benchmark"
 
 site: generated
 	$(VENV)/bin/nikola build --strict
 
 test: setup
 	$(VENV)/bin/python -m pytest
+
+# The side-by-side speed benchmark (tens of minutes; run it on an idle machine).
+benchmark: setup
+	$(PYTHON) scripts/benchmark.py
+	$(PYTHON) scripts/plot_benchmark.py
 
 serve: site
 	$(VENV)/bin/nikola serve --address 127.0.0.1 --port 8000

@@ -21,6 +21,7 @@ NAVIGATION_LINKS = {
     DEFAULT_LANG: (
         ("/archive.html", "Archive"),
         ("/listings/", "Listings"),
+        ("/pages/performance/", "Performance"),
         ("/categories/", "Tags"),
     ),
 }

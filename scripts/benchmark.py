@@ -14,6 +14,10 @@ and the IWAE paper's 784-200-200-50 with tanh):
   its architecture is fixed in its code);
 * ``ours-S1``, ``ours-S5``, ``ours-S25``: our VAE and training core with
   1, 5 and 25 Monte Carlo samples;
+* ``ours-S1-binarised-once`` and ``ours-S1-step-only``: where the time of
+  ``ours-S1`` goes: the same run with the training set binarised once (the
+  difference is the cost of dynamic binarisation), and the compiled step
+  alone, fed one fixed batch from memory (the rest is the input pipeline);
 * ``torch-S1``: the same model, optimiser, batch size and loss in PyTorch,
   when ``torch`` is importable ("skipped: torch not installed" otherwise);
 * the machine's limit: the FLOPs of one training step counted from the
@@ -59,10 +63,108 @@ ARCHITECTURES = {
 # [end architectures]
 BATCH_SIZE = 100
 LEARNING_RATE = 1e-3
+# The code that is timed: a change to any of it makes the results stale.
+# Whole files where everything in them runs; single definitions where a file
+# also holds code the benchmark never runs (so that, say, a new loss for a
+# later post does not invalidate these timings, but a change to the training
+# core does).
+TIMED_FILES = [
+    REPO_ROOT / "scripts" / "epoch_timer.py",
+    REPO_ROOT / "scripts" / "torch_reference.py",
+    REPO_ROOT / "listings" / "vae" / "variational_autoencoder_classic.py",
+]
+TIMED_DEFINITIONS = {
+    "train": ["DEFAULTS", "check_intensities", "binarize_once", "monte_carlo_batches", "train_vae"],
+    "variational_autoencoder": [
+        "check_positive_int",
+        "gaussian_kl_divergence",
+        "KLDivergenceLayer",
+        "BernoulliNegativeLogLikelihood",
+        "hidden_name",
+        "build_encoder",
+        "build_decoder",
+        "reparameterize",
+        "build_vae",
+    ],
+    "benchmark": [
+        "ARCHITECTURES",
+        "BATCH_SIZE",
+        "LEARNING_RATE",
+        "OURS",
+        "PIPELINE",
+        "TARGETS",
+        "config_names",
+        "make_cpu_timer",
+        "run_pipeline",
+        "run_keras",
+        "run_step_only",
+        "run_torch",
+        "worker",
+        "measure",
+        "summarise",
+        "dense_layers",
+        "matmul_shapes",
+        "training_step_flops",
+        "numpy_matmul_seconds",
+        "machine_limit",
+        "ratios",
+        "verdicts",
+    ],
+}
+# [start targets]
+# The issue's targets: (ratio, comparison, bound).
+TARGETS = [
+    ("ours_s1_over_classic", "<=", 1.0),
+    ("ours_s1_over_torch_784_256_2", "<=", 1.0),
+    ("ours_s1_over_torch_784_200_200_50", "<=", 1.0),
+    ("fraction_of_machine_limit_784_200_200_50", ">=", 0.5),
+    ("ours_s25_over_s1_784_256_2", "<", 10.0),
+    ("ours_s25_over_s1_784_200_200_50", "<", 10.0),
+    ("binarisation_share_784_256_2", "<", 0.05),
+    ("binarisation_share_784_200_200_50", "<", 0.05),
+]
+# [end targets]
+
+
+# Our training core at 1, 5 and 25 Monte Carlo samples, and two variants of
+# the S = 1 run that show where its time goes: the training set binarised
+# once (no per-batch binarisation) and one fixed batch fed over and over
+# (no input pipeline at all: the compiled step alone).
+OURS = {
+    "ours-S1": {"mc_samples": 1},
+    "ours-S5": {"mc_samples": 5},
+    "ours-S25": {"mc_samples": 25},
+    "ours-S1-binarised-once": {"mc_samples": 1, "dynamic_binarization": False},
+    "ours-S1-step-only": {"mc_samples": 1, "step_only": True},
+}
+
+
+# How the page and the chart name each configuration.
+CONFIG_LABELS = {
+    "classic": "classic quickstart (Keras 3 port)",
+    "torch-S1": "PyTorch reference, S=1",
+    "ours-S1": "ours, S=1",
+    "ours-S1-binarised-once": "ours, S=1, binarised once",
+    "ours-S1-step-only": "ours, S=1, compiled step only",
+    "ours-S5": "ours, S=5",
+    "ours-S25": "ours, S=25",
+    "pipeline-only": "input pipeline alone",
+    "pipeline-only-binarised-once": "input pipeline alone, binarised once",
+}
+
+
+def config_mc_samples(config):
+    """Monte Carlo samples of a configuration (the classic quickstart draws one)."""
+    return OURS.get(config, {}).get("mc_samples", 1)
+
+
+# The input pipeline alone (no model): one pass per epoch over the batches
+# train_vae would feed, with and without dynamic binarisation.
+PIPELINE = {"pipeline-only": {"binarize": True}, "pipeline-only-binarised-once": {"binarize": False}}
 
 
 def config_names(architecture):
-    names = ["ours-S1", "ours-S5", "ours-S25", "torch-S1"]
+    names = [*OURS, *PIPELINE, "torch-S1"]
     return (["classic"] if architecture == "784-256-2" else []) + names
 
 
@@ -152,35 +254,101 @@ def machine_limit(architecture, batch_size, mc_samples, num_examples):
 # ---------------------------------------------------------------------------
 
 
+def make_cpu_timer():
+    """A callback whose ``cpu_seconds`` list holds the process CPU time of every epoch."""
+    import keras
+
+    class CPUTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.cpu_seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.process_time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.cpu_seconds.append(time.process_time() - self._start)
+
+    return CPUTimer()
+
+
+def run_pipeline(config, architecture, num_epochs, x_train):
+    """Iterate the training batches without a model; ``(wall, cpu)`` seconds per epoch."""
+    from train import monte_carlo_batches
+
+    batches = monte_carlo_batches(
+        x_train, BATCH_SIZE, 1, ARCHITECTURES[architecture]["latent_dim"], shuffle=True, seed=0, **PIPELINE[config]
+    )
+    wall, cpu = [], []
+    for _ in range(num_epochs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        for _ in batches:
+            pass
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
 def run_keras(config, architecture, num_epochs, x_train):
     from epoch_timer import make_epoch_timer
 
-    timer = make_epoch_timer()
+    if config in PIPELINE:
+        return run_pipeline(config, architecture, num_epochs, x_train)
+    timer, cpu_timer = make_epoch_timer(), make_cpu_timer()
     if config == "classic":
         import variational_autoencoder_classic as classic
 
         vae, _, _ = classic.build_classic_vae()
-        vae.fit(x_train, epochs=num_epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=0, callbacks=[timer])
-        return timer.seconds
+        vae.fit(
+            x_train, epochs=num_epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=0, callbacks=[timer, cpu_timer]
+        )
+        return timer.seconds, cpu_timer.cpu_seconds
     from train import train_vae
 
-    mc_samples = int(config.split("-S")[1])
+    settings = dict(OURS[config])
+    if settings.pop("step_only", False):
+        return run_step_only(settings["mc_samples"], architecture, num_epochs, x_train, [timer, cpu_timer])
     a = ARCHITECTURES[architecture]
     train_vae(
         x_train,
         None,
         num_epochs=num_epochs,
         batch_size=BATCH_SIZE,
-        mc_samples=mc_samples,
         latent_dim=a["latent_dim"],
         intermediate_dim=a["intermediate_dim"],
         hidden_layers=a["hidden_layers"],
         activation=a["activation"],
         learning_rate=LEARNING_RATE,
         verbose=0,
-        callbacks=[timer],
+        callbacks=[timer, cpu_timer],
+        **settings,
     )
-    return timer.seconds
+    return timer.seconds, cpu_timer.cpu_seconds
+
+
+def run_step_only(mc_samples, architecture, num_epochs, x_train, timers):
+    """The compiled training step alone: one fixed batch, fed from memory every step."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from train import DEFAULTS, binarize_once
+    from variational_autoencoder import BernoulliNegativeLogLikelihood, build_vae
+
+    a = ARCHITECTURES[architecture]
+    keras.utils.set_random_seed(0)
+    vae, _, _ = build_vae(mc_samples=mc_samples, **a)
+    vae.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE),
+        loss=BernoulliNegativeLogLikelihood(),
+        jit_compile=DEFAULTS["jit_compile"],
+        steps_per_execution=DEFAULTS["steps_per_execution"],
+    )
+    x = binarize_once(x_train[:BATCH_SIZE], seed=0)
+    eps = np.random.default_rng(0).standard_normal((BATCH_SIZE, mc_samples, a["latent_dim"]), dtype="float32")
+    one_batch = tf.data.Dataset.from_tensors(((x, eps), x)).repeat()
+    steps = -(-len(x_train) // BATCH_SIZE)
+    vae.fit(one_batch, epochs=num_epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=timers)
+    return timers[0].seconds, timers[1].cpu_seconds
 
 
 def run_torch(config, architecture, num_epochs, x_train):
@@ -194,7 +362,7 @@ def run_torch(config, architecture, num_epochs, x_train):
         x_train,
         num_epochs=num_epochs,
         batch_size=BATCH_SIZE,
-        mc_samples=int(config.split("-S")[1]),
+        mc_samples=1,
         learning_rate=LEARNING_RATE,
         **a,
     )
@@ -208,7 +376,7 @@ def worker(config, architecture, num_epochs, started):
     x_train = flatten_and_scale(x_train)
     runner = run_torch if config.startswith("torch") else run_keras
     ready = time.perf_counter()
-    seconds = runner(config, architecture, num_epochs, x_train)
+    seconds, cpu_seconds = runner(config, architecture, num_epochs, x_train)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
@@ -218,6 +386,7 @@ def worker(config, architecture, num_epochs, started):
                 "startup_seconds": ready - started,
                 "first_epoch_seconds": seconds[0],
                 "steady_epoch_seconds": seconds[1:],
+                "steady_epoch_cpu_seconds": cpu_seconds[1:],
                 "num_examples": len(x_train),
                 "peak_memory_mib": peak_mib,
             }
@@ -255,6 +424,7 @@ def summarise(runs):
         "seconds_per_epoch": median,
         "seconds_per_epoch_min": min(steady),
         "seconds_per_epoch_max": max(steady),
+        "cpu_seconds_per_epoch": float(np.median([np.median(run["steady_epoch_cpu_seconds"]) for run in runs])),
         "examples_per_second": runs[0]["num_examples"] / median,
         "startup_seconds": float(np.median([run["startup_seconds"] for run in runs])),
         "first_epoch_seconds": float(np.median([run["first_epoch_seconds"] for run in runs])),
@@ -277,11 +447,86 @@ def ratios(architectures):
             out[f"ours_s1_over_torch_{key}"] = c["ours-S1"]["seconds_per_epoch"] / c["torch-S1"]["seconds_per_epoch"]
         if "ours-S1" in c and "ours-S25" in c:
             out[f"ours_s25_over_s1_{key}"] = c["ours-S25"]["seconds_per_epoch"] / c["ours-S1"]["seconds_per_epoch"]
+        # What S = 25 must cost at least, if S = 1 ran at the machine's limit.
+        limits = arch.get("machine_limit", {})
+        if "S1" in limits and "S25" in limits:
+            out[f"flops_s25_over_s1_{key}"] = limits["S25"]["step_flops"] / limits["S1"]["step_flops"]
         if "ours-S1" in c:
             out[f"fraction_of_machine_limit_{key}"] = (
                 arch["machine_limit"]["S1"]["ideal_seconds_per_epoch"] / c["ours-S1"]["seconds_per_epoch"]
             )
+        # Where an S = 1 epoch goes: the compiled step, the rest of the input
+        # pipeline, and the per-batch binarisation, as fractions of the epoch.
+        if {"ours-S1", "ours-S1-binarised-once", "ours-S1-step-only"} <= set(c):
+            total = c["ours-S1"]["seconds_per_epoch"]
+            once = c["ours-S1-binarised-once"]["seconds_per_epoch"]
+            step = c["ours-S1-step-only"]["seconds_per_epoch"]
+            out[f"binarisation_share_{key}"] = (total - once) / total
+            out[f"step_share_{key}"] = step / total
+        # The same split in CPU time, which the machine's noise disturbs far
+        # less: the binarisation's own CPU seconds (pipeline alone, with and
+        # without it) over the CPU seconds of an S = 1 epoch.
+        if {"ours-S1", "pipeline-only", "pipeline-only-binarised-once"} <= set(c):
+            binarise = (
+                c["pipeline-only"]["cpu_seconds_per_epoch"] - c["pipeline-only-binarised-once"]["cpu_seconds_per_epoch"]
+            )
+            out[f"binarisation_cpu_share_{key}"] = binarise / c["ours-S1"]["cpu_seconds_per_epoch"]
+            out[f"pipeline_cpu_share_{key}"] = (
+                c["pipeline-only"]["cpu_seconds_per_epoch"] / c["ours-S1"]["cpu_seconds_per_epoch"]
+            )
     return out
+
+
+def verdicts(measured):
+    """Each target with its measured ratio and "met" or "not met" (absent ratios are left out)."""
+    compare = {"<=": float.__le__, "<": float.__lt__, ">=": float.__ge__}
+    return {
+        name: {
+            "measured": measured[name],
+            "target": f"{op} {bound:g}",
+            "verdict": "met" if compare[op](float(measured[name]), bound) else "not met",
+        }
+        for name, op, bound in TARGETS
+        if name in measured
+    }
+
+
+def run_settings(args, num_examples):
+    return {
+        "repeats": args.repeats,
+        "num_epochs": args.num_epochs,
+        "architectures": args.architectures,
+        "batch_size": BATCH_SIZE,
+        "learning_rate": LEARNING_RATE,
+        "num_examples": num_examples,
+        "quick": args.quick,
+    }
+
+
+def definition_source(module, name):
+    """The source of a function or class, or the JSON of a constant."""
+    import inspect
+
+    value = getattr(module, name)
+    if inspect.isfunction(value) or inspect.isclass(value):
+        return inspect.getsource(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def current_inputs(settings):
+    """SHA-256 of each timed file, of each timed definition, and of the settings."""
+    import hashlib
+    import importlib
+
+    import provenance
+
+    hashes = provenance.input_hashes(TIMED_FILES, settings)
+    for module_name, names in TIMED_DEFINITIONS.items():
+        module = sys.modules[__name__] if module_name == "benchmark" else importlib.import_module(module_name)
+        for name in names:
+            source = definition_source(module, name)
+            hashes[f"{module_name}.{name}"] = hashlib.sha256(source.encode()).hexdigest()
+    return hashes
 
 
 def versions():
@@ -306,7 +551,7 @@ def main(argv=None):
     started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--repeats", type=int, default=3, help="interleaved runs per configuration (default: %(default)s)"
+        "--repeats", type=int, default=5, help="interleaved runs per configuration (default: %(default)s)"
     )
     parser.add_argument(
         "--num-epochs", type=int, default=4, help="epochs per run, the first not counted (default: %(default)s)"
@@ -318,6 +563,11 @@ def main(argv=None):
         "--output", default=str(RESULTS), help="results file (default: results/performance/benchmark.json)"
     )
     parser.add_argument("--quick", action="store_true", help="one repeat of two epochs (for tests)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="run nothing; exit 1 if the results file's record does not match the timed code and settings",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--architecture", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -329,12 +579,25 @@ def main(argv=None):
     if args.repeats < 1 or args.num_epochs < 2:
         parser.exit(2, f"{parser.prog}: error: Expected --repeats >= 1 and --num-epochs >= 2. Received: "
                     f"repeats={args.repeats}, num_epochs={args.num_epochs}\n")  # fmt: skip
+    if args.check:
+        import provenance
+
+        record = provenance.read_record(args.output)
+        if record is None:
+            parser.exit(1, f"{parser.prog}: {args.output} not found: run scripts/benchmark.py\n")
+        # The check compares the code, and the settings the record was made with.
+        stale = provenance.stale_inputs(record, current_inputs(record["settings"]))
+        if stale:
+            parser.exit(1, f"{parser.prog}: {args.output} is stale ({', '.join(stale)}): run scripts/benchmark.py\n")
+        print(f"{args.output} is current")
+        return 0
     from mnist_data import MNISTError, load_mnist
 
     try:
         (x_train, _), _ = load_mnist()
     except MNISTError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    settings = run_settings(args, len(x_train))
     has_torch = torch_available()
     plan = [
         (repeat, architecture, config)
@@ -369,25 +632,22 @@ def main(argv=None):
         }
     from train_main_post import describe_machine
 
+    measured = ratios(architectures)
     results = {
-        "settings": {
-            "repeats": args.repeats,
-            "num_epochs": args.num_epochs,
-            "batch_size": BATCH_SIZE,
-            "learning_rate": LEARNING_RATE,
-            "num_examples": len(x_train),
-            "quick": args.quick,
-        },  # fmt: skip
+        "settings": settings,
         "architectures": architectures,
-        "ratios": ratios(architectures),
+        "ratios": measured,
+        "targets": verdicts(measured),
         "versions": versions(),
         "machine": describe_machine(),
+        "inputs": current_inputs(settings),
     }
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     for name, value in results["ratios"].items():
-        print(f"{name}: {value:.2f}")
+        target = results["targets"].get(name)
+        print(f"{name}: {value:.2f}" + (f" (target {target['target']}: {target['verdict']})" if target else ""))
     print(f"wrote {output}")
     return 0
 

@@ -76,8 +76,8 @@ def run(settings, output_dir, inputs, verbose):
     import keras
     import numpy as np
     import tensorflow as tf
-    from epoch_timer import make_epoch_timer
 
+    from epoch_timer import make_epoch_timer
     from mnist_data import flatten_and_scale, load_mnist
     from train import binarize_once, negative_elbo_per_example, train_vae
 

@@ -40,7 +40,7 @@ def test_benchmark_quick_mode_writes_a_well_formed_results_file(tmp_path):
     assert results["settings"]["quick"] is True and results["settings"]["num_examples"] == 1000
     for name, architecture in results["architectures"].items():
         configs = architecture["configs"]
-        assert {"ours-S1", "ours-S5", "ours-S25", "torch-S1"} <= set(configs)
+        assert {"ours-S1", "ours-S5", "ours-S25", "torch-S1", "ours-S1-step-only", "pipeline-only"} <= set(configs)
         assert ("classic" in configs) == (name == "784-256-2")
         for config, summary in configs.items():
             if "skipped" in summary:
@@ -48,10 +48,29 @@ def test_benchmark_quick_mode_writes_a_well_formed_results_file(tmp_path):
                 continue
             assert summary["seconds_per_epoch_min"] <= summary["seconds_per_epoch"] <= summary["seconds_per_epoch_max"]
             assert summary["examples_per_second"] > 0 and summary["peak_memory_mib"] > 0
+            assert summary["cpu_seconds_per_epoch"] > 0
         limit = architecture["machine_limit"]["S1"]
         assert limit["ideal_seconds_per_epoch"] > 0 and limit["numpy_gflops_per_second"] > 0
     assert "ours_s1_over_classic" in results["ratios"]
     assert results["versions"]["keras"] and results["machine"]
+    # Every target whose ratio was measured carries its verdict.
+    for name, target in results["targets"].items():
+        assert target["measured"] == results["ratios"][name]
+        assert target["verdict"] in {"met", "not met"} and target["target"].split()[0] in {"<", "<=", ">="}
+    assert {"binarisation_share_784_256_2", "step_share_784_200_200_50", "binarisation_cpu_share_784_256_2"} <= set(
+        results["ratios"]
+    )
+    # The FLOP ratio needs no timing: S = 25 repeats the decoder's work 25 times.
+    assert results["ratios"]["flops_s25_over_s1_784_256_2"] == training_step_flops(
+        "784-256-2", 100, 25
+    ) / training_step_flops("784-256-2", 100, 1)
+    # The record names the timed code: --check passes now and fails once an input hash differs.
+    check = run_python(["scripts/benchmark.py", "--check", "--output", output])
+    assert check.returncode == 0, check.stderr[-2000:]
+    results["inputs"]["train.monte_carlo_batches"] = "0" * 64
+    output.write_text(json.dumps(results))
+    check = run_python(["scripts/benchmark.py", "--check", "--output", output])
+    assert check.returncode == 1 and "stale (train.monte_carlo_batches)" in check.stderr
 
 
 def test_fast_core_gives_the_same_loss_as_the_plain_one(mnist_subset):

@@ -23,6 +23,7 @@ PROGRAMS = [
     "scripts/train_main_post.py",
     "scripts/plot_main_post.py",
     "scripts/benchmark.py",
+    "scripts/plot_benchmark.py",
 ]
 # Imported by the scripts; no command line of their own.
 LIBRARY_MODULES = {"scripts/provenance.py", "scripts/torch_reference.py", "scripts/epoch_timer.py"}
@@ -101,6 +102,9 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         ("listings/vae/variational_autoencoder_classic.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
         ("listings/vae/visualize.py", ["--model", "/nonexistent.keras"], SUBSET, ["Model file not found"]),
         ("scripts/train_main_post.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
+        ("scripts/benchmark.py", ["--repeats", "0"], SUBSET, ["repeats=0", "--repeats >= 1"]),
+        ("scripts/benchmark.py", ["--check", "--output", "/nonexistent.json"], {}, ["not found", "benchmark.py"]),
+        ("scripts/plot_benchmark.py", ["--results", "/nonexistent.json"], {}, ["run scripts/benchmark.py first"]),
     ],
     ids=[
         "train-mc-samples-0",
@@ -111,6 +115,9 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         "classic-missing-mnist-dir",
         "visualize-missing-model",
         "results-missing-mnist-dir",
+        "benchmark-repeats-0",
+        "benchmark-check-missing-results",
+        "plot-benchmark-missing-results",
     ],
 )
 def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path):

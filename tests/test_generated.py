@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+import plot_benchmark
 import plot_main_post
 import provenance
 import train_main_post
@@ -105,3 +106,19 @@ def test_staleness_check_notices_a_changed_input(tmp_path):
     assert provenance.stale_inputs(record, {"a.py": "f" * 64, "settings": "1" * 64}) == ["a.py"]
     assert provenance.stale_inputs(record, {"a.py": "0" * 64, "settings": "1" * 64, "b.py": "2" * 64}) == ["b.py"]
     assert provenance.stale_inputs(None, {"a.py": "0"}) == ["a.py"]
+
+
+def test_benchmark_results_match_the_timed_code():
+    result = run_python(["scripts/benchmark.py", "--check"])
+    assert result.returncode == 0, f"rerun the benchmark (make benchmark): {result.stderr.strip()[-500:]}"
+    results = json.loads(plot_benchmark.RESULTS.read_text())
+    assert not results["settings"]["quick"] and results["settings"]["num_examples"] == 60_000
+
+
+def test_benchmark_chart_redraws_from_the_committed_results(tmp_path):
+    record = provenance.read_record(plot_benchmark.OUTPUT_DIR / plot_benchmark.RECORD_NAME)
+    assert not provenance.stale_inputs(record, plot_benchmark.current_inputs(plot_benchmark.RESULTS))
+    result = run_python(["scripts/plot_benchmark.py", "--output-dir", tmp_path])
+    assert result.returncode == 0, result.stderr[-2000:]
+    fresh = (tmp_path / plot_benchmark.FIGURE).read_bytes()
+    assert fresh == (plot_benchmark.OUTPUT_DIR / plot_benchmark.FIGURE).read_bytes(), "run make site"

@@ -57,7 +57,7 @@ def test_built_pages_load_nothing_from_other_hosts(built_site):
 def test_rest_error_fails_the_strict_build(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    for name in ("conf.py", "posts", "listings", "images", "templates", "plugins", "results", "files"):
+    for name in ("conf.py", "posts", "pages", "listings", "images", "templates", "plugins", "results", "files"):
         source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, site / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -182,3 +182,27 @@ def test_front_page_shows_teaser_and_lead_figure(browser, site_url):
     assert visit.page.locator("text=Beyond the Quickstart").count() > 0
     assert visit.page.locator("img[src*='lead']").count() >= 1
     assert visit.errors == [] and visit.foreign_requests() == []
+
+
+def test_performance_page_shows_the_measured_table_and_chart(browser, site_url):
+    visit = PageVisit(browser, site_url + "pages/performance/")
+    page = visit.page
+    assert visit.response.status == 200
+    page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+    page.evaluate("MathJax.startup.promise")
+    text = page.locator("article").inner_text()
+    assert "{{%" not in text and "SHORTCODE" not in text
+    # The targets table: one row per target, each with a number and a verdict.
+    rows = page.locator("table").first.locator("tbody tr")
+    assert rows.count() == 8
+    for index in range(rows.count()):
+        cells = rows.nth(index).locator("td").all_inner_texts()
+        float(cells[1])
+        assert cells[3] in {"met", "not met"}, cells
+    chart = page.locator("img[src*='seconds_per_epoch.svg']")
+    assert chart.count() == 1 and chart.evaluate("img => img.naturalWidth") > 0
+    assert page.locator("mjx-container svg").count() >= 3
+    assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
+    # Reachable from every page's navigation bar.
+    nav_links = page.evaluate("Array.from(document.querySelectorAll('nav a')).map(a => a.href)")
+    assert site_url + "pages/performance/" in nav_links, nav_links

@@ -6,11 +6,10 @@ import pytest
 from keras import ops
 
 import variational_autoencoder_classic as classic
-from train import binarize_once
+from train import binarize_once, monte_carlo_batches
 from variational_autoencoder import (
     BernoulliNegativeLogLikelihood,
     KLDivergenceLayer,
-    MonteCarloBatches,
     build_vae,
 )
 
@@ -80,10 +79,10 @@ def test_our_vae_lowers_its_loss_in_one_epoch(mnist_subset):
     x_fixed = binarize_once(x_train, seed=1)
 
     def fixed_loss():
-        return vae.evaluate(MonteCarloBatches(x_fixed, 100, 2, 2, binarize=False, shuffle=False, seed=2), verbose=0)
+        return vae.evaluate(monte_carlo_batches(x_fixed, 100, 2, 2, binarize=False, shuffle=False, seed=2), verbose=0)
 
     before = fixed_loss()
-    vae.fit(MonteCarloBatches(x_train, 100, 2, 2, seed=3), epochs=1, verbose=0)
+    vae.fit(monte_carlo_batches(x_train, 100, 2, 2, seed=3), epochs=1, shuffle=False, verbose=0)
     after = fixed_loss()
     assert after < before - 50, (before, after)  # about 543 -> 300 nats
 
@@ -137,19 +136,46 @@ def test_nll_rejects_mismatched_data_dimension():
 def test_monte_carlo_batches_reject_bad_data(x, kwargs, match):
     settings = {"batch_size": 2, "mc_samples": 3, "latent_dim": 2, **kwargs}
     with pytest.raises(ValueError, match=match):
-        MonteCarloBatches(x, **settings)
+        monte_carlo_batches(x, **settings)
 
 
-def test_monte_carlo_batches_shapes_and_binarisation():
-    x = np.random.default_rng(0).uniform(size=(7, 6)).astype("float32")
-    batches = MonteCarloBatches(x, batch_size=3, mc_samples=4, latent_dim=5, seed=0)
-    assert len(batches) == 3
-    (x_batch, eps), target = batches[2]
-    assert x_batch.shape == (1, 6) and eps.shape == (1, 4, 5)
-    assert target is x_batch and set(np.unique(x_batch)) <= {0.0, 1.0}
-    # Each pixel is 1 with probability equal to its intensity: 4,000 draws of
-    # the first batch average to the intensities within 5 standard errors.
-    draws = np.stack([batches[0][0][0] for _ in range(4000)])
-    intensities = x[batches.order[:3]]
-    tolerance = 5 * np.sqrt(intensities * (1 - intensities) / len(draws)) + 1e-6
-    np.testing.assert_array_less(np.abs(draws.mean(axis=0) - intensities), tolerance)
+def one_epoch(dataset):
+    """The images, eps and targets of one pass over ``dataset``, as NumPy arrays."""
+    batches = [(x.numpy(), eps.numpy(), target.numpy()) for (x, eps), target in dataset]
+    return [np.concatenate(parts) for parts in zip(*batches, strict=True)], [len(b[0]) for b in batches]
+
+
+def test_monte_carlo_batches_shapes_order_and_determinism():
+    x = np.linspace(0.0, 1.0, 7 * 6, dtype="float32").reshape(7, 6)
+    (images, eps, targets), sizes = one_epoch(monte_carlo_batches(x, 3, 4, 5, binarize=False, seed=0))
+    assert sizes == [3, 3, 1] and eps.shape == (7, 4, 5)
+    np.testing.assert_array_equal(images, targets)
+    # Every example exactly once per epoch, in a new order each epoch.
+    order = np.argsort(images[:, 0])
+    np.testing.assert_array_equal(images[order], x)
+    dataset = monte_carlo_batches(x, 3, 4, 5, binarize=False, seed=0)
+    first, second = one_epoch(dataset)[0][0], one_epoch(dataset)[0][0]
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(np.sort(first, axis=0), np.sort(second, axis=0))
+    # The same seed gives the same stream; shuffle=False keeps the order.
+    np.testing.assert_array_equal(first, one_epoch(monte_carlo_batches(x, 3, 4, 5, binarize=False, seed=0))[0][0])
+    in_order = one_epoch(monte_carlo_batches(x, 3, 4, 5, binarize=False, shuffle=False, seed=0))[0][0]
+    np.testing.assert_array_equal(in_order, x)
+
+
+def test_monte_carlo_batches_draw_bernoulli_pixels_and_standard_normal_eps():
+    intensities = np.random.default_rng(0).uniform(size=(1, 8)).astype("float32")
+    x = np.repeat(intensities, 20_000, axis=0)
+    dataset = monte_carlo_batches(x, batch_size=1000, mc_samples=3, latent_dim=2, shuffle=False, seed=0)
+    (images, eps, targets), _ = one_epoch(dataset)
+    assert set(np.unique(images)) == {0.0, 1.0}
+    np.testing.assert_array_equal(images, targets)
+    # Each pixel is 1 with probability equal to its intensity: 20,000 draws
+    # average to the intensities within 5 standard errors.
+    tolerance = 5 * np.sqrt(intensities * (1 - intensities) / len(images))
+    np.testing.assert_array_less(np.abs(images.mean(axis=0) - intensities[0]), tolerance[0])
+    # ... and afresh every epoch (dynamic binarisation).
+    assert not np.array_equal(images, one_epoch(dataset)[0][0])
+    # eps ~ N(0, I): 120,000 draws have mean 0 and variance 1 within 5 standard errors.
+    assert abs(eps.mean()) < 5 / np.sqrt(eps.size)
+    assert abs(eps.var() - 1.0) < 5 * np.sqrt(2 / eps.size)

@@ -18,11 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402  (only for tf.data, which feeds every Keras backend)
 
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
 from variational_autoencoder import (  # noqa: E402
     BernoulliNegativeLogLikelihood,
-    MonteCarloBatches,
     build_vae,
     check_positive_int,
     gaussian_kl_divergence,
@@ -47,10 +47,74 @@ DEFAULTS = {
 # [end settings]
 
 
+def check_intensities(x):
+    """``x`` as float32 after checking it is a (count, dim) array of intensities in [0, 1]."""
+    x = np.asarray(x)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"Expected `x` to be a float array of shape (count, dim). Received: dtype={x.dtype}, shape={x.shape}"
+        )
+    if x.size and (x.min() < 0.0 or x.max() > 1.0):
+        raise ValueError(f"Expected `x` with values in [0, 1]. Received: min={x.min()}, max={x.max()}")
+    return x.astype("float32", copy=False)
+
+
 def binarize_once(x, seed):
     """A fixed binarisation of ``x`` (the test set), pixel ~ Bernoulli(intensity)."""
     rng = np.random.default_rng(seed)
-    return (rng.random(x.shape, dtype="float32") < x).astype("float32")
+    return (rng.random(x.shape, dtype="float32") < check_intensities(x)).astype("float32")
+
+
+# [start monte-carlo-batches]
+def monte_carlo_batches(x, batch_size, mc_samples, latent_dim, binarize=True, shuffle=True, seed=None):
+    """A ``tf.data.Dataset`` of batches ``((x, eps), x)``, with fresh noise for every batch.
+
+    ``eps`` has shape (batch, mc_samples, latent_dim) and is standard normal.
+    With ``binarize=True`` every pixel intensity ``p`` is replaced by a draw
+    from Bernoulli(p) each time the example is seen (dynamic binarisation),
+    so the Bernoulli likelihood is a likelihood of the data it is given.
+    With ``shuffle=True`` the examples come in a new order every epoch. One
+    seeded generator draws the order, the pixels and ``eps``, inside
+    TensorFlow's graph, so the pipeline keeps up with a compiled step.
+
+    Args:
+        x: float array of shape (count, dim) with values in [0, 1].
+        batch_size: examples per batch (the last batch may be smaller).
+        mc_samples: Monte Carlo samples of ``z`` per example.
+        latent_dim: dimension of ``z``.
+        binarize: resample binary pixels every time an example is seen.
+        shuffle: reshuffle the examples every epoch.
+        seed: seed of the generator (None: a different stream every run).
+    """
+    x = check_intensities(x)
+    batch_size = check_positive_int("batch_size", batch_size)
+    mc_samples = check_positive_int("mc_samples", mc_samples)
+    latent_dim = check_positive_int("latent_dim", latent_dim)
+    count, steps = len(x), -(-len(x) // batch_size)
+    if seed is None:
+        generator = tf.random.Generator.from_non_deterministic_state()
+    else:
+        generator = tf.random.Generator.from_seed(seed)
+    images = tf.constant(x)
+
+    def batch_indices_of_one_epoch(_):
+        order = tf.argsort(generator.uniform((count,))) if shuffle else tf.range(count)
+        return tf.data.Dataset.range(steps).map(lambda step: order[step * batch_size : (step + 1) * batch_size])
+
+    def draw(indices):
+        x_batch = tf.gather(images, indices)
+        if binarize:
+            x_batch = tf.cast(generator.uniform(tf.shape(x_batch)) < x_batch, "float32")
+        eps = generator.normal((tf.shape(indices)[0], mc_samples, latent_dim))
+        return (x_batch, eps), x_batch
+
+    # A new iterator (every epoch) draws a new order; each batch new pixels and eps.
+    dataset = tf.data.Dataset.range(1).flat_map(batch_indices_of_one_epoch).map(draw)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# [end monte-carlo-batches]
 
 
 # [start fit]
@@ -68,6 +132,7 @@ def train_vae(
     seed=DEFAULTS["seed"],
     jit_compile=DEFAULTS["jit_compile"],
     steps_per_execution=DEFAULTS["steps_per_execution"],
+    dynamic_binarization=True,
     verbose=1,
     callbacks=None,
 ):
@@ -75,8 +140,8 @@ def train_vae(
 
     ``x_train`` and ``x_test`` are float arrays of shape (count, 784) with
     intensities in [0, 1]; ``x_test`` may be None (no test loss). Training
-    pixels are binarised afresh every epoch; the test set is binarised once,
-    with ``seed``.
+    pixels are binarised afresh every epoch (once, if ``dynamic_binarization``
+    is False); the test set is binarised once. ``seed`` seeds everything.
     """
     check_positive_int("num_epochs", num_epochs)
     keras.utils.set_random_seed(seed)
@@ -94,12 +159,14 @@ def train_vae(
         jit_compile=jit_compile,
         steps_per_execution=check_positive_int("steps_per_execution", steps_per_execution),
     )
-    train_batches = MonteCarloBatches(
-        x_train, batch_size, mc_samples, latent_dim, binarize=True, shuffle=True, seed=seed
+    if not dynamic_binarization:
+        x_train = binarize_once(x_train, seed + 3)
+    train_batches = monte_carlo_batches(
+        x_train, batch_size, mc_samples, latent_dim, binarize=dynamic_binarization, shuffle=True, seed=seed
     )
     test_batches = None
     if x_test is not None:
-        test_batches = MonteCarloBatches(
+        test_batches = monte_carlo_batches(
             binarize_once(x_test, seed + 1),
             batch_size,
             mc_samples,
@@ -111,6 +178,7 @@ def train_vae(
     history = vae.fit(
         train_batches,
         epochs=num_epochs,
+        shuffle=False,  # the dataset reshuffles itself every epoch
         validation_data=test_batches,
         verbose=verbose,
         callbacks=callbacks,

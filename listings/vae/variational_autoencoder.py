@@ -237,63 +237,6 @@ def build_vae(original_dim=784, intermediate_dim=256, latent_dim=2, mc_samples=1
 # [end build-vae]
 
 
-# [start monte-carlo-batches]
-class MonteCarloBatches(keras.utils.PyDataset):
-    """Batches ``((x, eps), x)`` with fresh noise ``eps`` for every batch.
-
-    ``eps`` has shape (batch, mc_samples, latent_dim) and is drawn from the
-    standard normal; with ``binarize=True`` each pixel intensity ``p`` is
-    replaced by a draw from Bernoulli(p) every time the example is seen
-    (dynamic binarisation), so the Bernoulli likelihood is a likelihood of
-    the data it is given.
-
-    Args:
-        x: float array of shape (count, dim) with values in [0, 1].
-        batch_size: examples per batch.
-        mc_samples: Monte Carlo samples of ``z`` per example.
-        latent_dim: dimension of ``z``.
-        binarize: resample binary pixels every epoch.
-        shuffle: reshuffle the examples every epoch.
-        seed: seed of the generator for the order, the pixels and ``eps``.
-    """
-
-    def __init__(self, x, batch_size, mc_samples, latent_dim, binarize=True, shuffle=True, seed=None):
-        super().__init__()
-        x = np.asarray(x)
-        if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(
-                f"Expected `x` to be a float array of shape (count, dim). Received: dtype={x.dtype}, shape={x.shape}"
-            )
-        if x.size and (x.min() < 0.0 or x.max() > 1.0):
-            raise ValueError(f"Expected `x` with values in [0, 1]. Received: min={x.min()}, max={x.max()}")
-        self.x = x.astype("float32", copy=False)
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.mc_samples = check_positive_int("mc_samples", mc_samples)
-        self.latent_dim = check_positive_int("latent_dim", latent_dim)
-        self.binarize = binarize
-        self.shuffle = shuffle
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
-
-    def __len__(self):
-        return -(-len(self.x) // self.batch_size)
-
-    def __getitem__(self, index):
-        batch = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        x = self.x[batch]
-        if self.binarize:
-            x = (self.rng.random(x.shape, dtype="float32") < x).astype("float32")
-        eps = self.rng.standard_normal((len(batch), self.mc_samples, self.latent_dim), dtype="float32")
-        return (x, eps), x
-
-    def on_epoch_end(self):
-        if self.shuffle:
-            self.order = self.rng.permutation(len(self.x))
-
-
-# [end monte-carlo-batches]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latent-dim", type=int, default=2, help="dimension of z (default: 2)")

@@ -3,8 +3,9 @@
     {{% result test_negative_elbo format=.1f %}}
     {{% result settings.mc_samples file=images/vae/diagrams.json %}}
 
-``key`` is a dotted path into the record; ``file`` defaults to the main
-post's training record; ``format`` is a Python format spec. A missing file or
+``key`` is a dotted path into the record; ``file`` defaults to the post's
+``results`` metadata field, else the main post's training record; ``format``
+is a Python format spec. A missing file or
 key stops the build, so a post can never show a number its record lacks. The
 record is a dependency of the post, so the post is rebuilt when it changes.
 """
@@ -37,15 +38,20 @@ def render(value, format_spec=None):
     return str(value)
 
 
+def default_record(post=None):
+    """The post's ``results`` metadata field, else the main post's record."""
+    return (post.meta("results") if post is not None else "") or DEFAULT_RECORD
+
+
 class Plugin(ShortcodePlugin):
     """Shortcode that reads a value from a generated results record."""
 
     name = "result"
 
-    def handler(self, key=None, file=DEFAULT_RECORD, format=None, site=None, data=None, lang=None, post=None):
+    def handler(self, key=None, file=None, format=None, site=None, data=None, lang=None, post=None):
         if not key:
             raise ValueError("result shortcode: expected a key, e.g. {{% result test_negative_elbo %}}")
-        path = os.path.normpath(file)
+        path = os.path.normpath(file or default_record(post))
         if not os.path.isfile(path):
             raise FileNotFoundError(f"result shortcode: record {path} not found; run `make site`")
         with open(path) as f:
