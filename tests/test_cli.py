@@ -18,6 +18,7 @@ PROGRAMS = [
     "listings/vae/variational_autoencoder_classic.py",
     "listings/vae/train.py",
     "listings/vae/visualize.py",
+    "listings/vae/log_likelihood.py",
     "scripts/make_diagrams.py",
     "scripts/make_mnist_subset.py",
     "scripts/train_main_post.py",
@@ -103,6 +104,8 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         ("listings/vae/visualize.py", ["--model", "/nonexistent.keras"], SUBSET, ["Model file not found"]),
         ("scripts/train_main_post.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
         ("scripts/benchmark.py", ["--repeats", "0"], SUBSET, ["repeats=0", "--repeats >= 1"]),
+        ("listings/vae/log_likelihood.py", ["--model", "/nonexistent.keras"], SUBSET, ["Model file not found"]),
+        ("listings/vae/log_likelihood.py", ["--model", "x.keras", "--num-samples", "0"], SUBSET, ["num_samples=0"]),
         ("scripts/benchmark.py", ["--check", "--output", "/nonexistent.json"], {}, ["not found", "benchmark.py"]),
         ("scripts/plot_benchmark.py", ["--results", "/nonexistent.json"], {}, ["run scripts/benchmark.py first"]),
     ],
@@ -116,6 +119,8 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         "visualize-missing-model",
         "results-missing-mnist-dir",
         "benchmark-repeats-0",
+        "log-likelihood-missing-model",
+        "log-likelihood-k-0",
         "benchmark-check-missing-results",
         "plot-benchmark-missing-results",
     ],
@@ -125,3 +130,30 @@ def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path)
         [program, *args, "--output-dir", tmp_path] if "train.py" in program else [program, *args], env=env
     )
     assert_one_line_error(result, *fragments)
+
+
+def test_log_likelihood_cli_estimates_a_saved_model(trained_output, tmp_path):
+    output_dir, _ = trained_output
+    result = run_python(
+        ["listings/vae/log_likelihood.py", "--model", output_dir / "vae.keras", "--num-samples", "50",
+         "--num-examples", "20", "--quiet", "--output", tmp_path / "ll.json"],
+        env=SUBSET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "ll.json").read_text())
+    assert record["num_examples"] == 20 and record["num_samples"] == 50
+    # After one epoch on 1,000 images: far better than chance (784 log 2 = 543 nats), far from perfect.
+    assert -543 < record["log_likelihood"] < -100, record
+    assert 0 < record["monte_carlo_stderr"] < record["stderr_over_examples"]
+    assert "test log-likelihood" in result.stdout
+
+
+def test_log_likelihood_cli_refuses_a_model_that_is_not_ours(tmp_path):
+    import keras
+
+    inputs = keras.Input((784,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "other.keras")
+    (tmp_path / "corrupt.keras").write_bytes(b"not a zip file")
+    for name, fragment in (("other.keras", "Expected a VAE built by `build_vae`"), ("corrupt.keras", "Could not load")):
+        result = run_python(["listings/vae/log_likelihood.py", "--model", tmp_path / name], env=SUBSET)
+        assert_one_line_error(result, fragment)
