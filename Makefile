@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup site generated test serve benchmark clean
+.PHONY: setup site generated test serve benchmark iwae clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,9 @@ generated: setup
 	@$(PYTHON) scripts/plot_main_post.py --if-stale
 	@$(PYTHON) scripts/plot_benchmark.py --if-stale
 	@$(PYTHON) scripts/benchmark.py --check || echo "warning: the performance page shows stale numbers; run make benchmark"
+	@$(PYTHON) scripts/train_iwae_table.py --check || echo "warning: the IWAE table is stale; run make iwae"
+	@$(PYTHON) scripts/mc_samples_experiments.py --check || echo "warning: the IWAE post's measurements are stale; run make iwae"
+	@$(PYTHON) scripts/plot_iwae.py --if-stale
 
 site: generated
 	$(VENV)/bin/nikola build --strict
@@ -33,6 +36,13 @@ test: setup
 benchmark: setup
 	$(PYTHON) scripts/benchmark.py
 	$(PYTHON) scripts/plot_benchmark.py
+
+# The IWAE post's table and measurements (about an hour and a half on two
+# cores; only the stale rows rerun). Run it on an idle machine: it times things.
+iwae: setup
+	$(PYTHON) scripts/train_iwae_table.py --if-stale
+	$(PYTHON) scripts/mc_samples_experiments.py --if-stale
+	$(PYTHON) scripts/plot_iwae.py --if-stale
 
 serve: site
 	$(VENV)/bin/nikola serve --address 127.0.0.1 --port 8000

@@ -503,30 +503,12 @@ def run_settings(args, num_examples):
     }
 
 
-def definition_source(module, name):
-    """The source of a function or class, or the JSON of a constant."""
-    import inspect
-
-    value = getattr(module, name)
-    if inspect.isfunction(value) or inspect.isclass(value):
-        return inspect.getsource(value)
-    return json.dumps(value, sort_keys=True)
-
-
 def current_inputs(settings):
     """SHA-256 of each timed file, of each timed definition, and of the settings."""
-    import hashlib
-    import importlib
-
     import provenance
 
     hashes = provenance.input_hashes(TIMED_FILES, settings)
-    for module_name, names in TIMED_DEFINITIONS.items():
-        module = sys.modules[__name__] if module_name == "benchmark" else importlib.import_module(module_name)
-        for name in names:
-            source = definition_source(module, name)
-            hashes[f"{module_name}.{name}"] = hashlib.sha256(source.encode()).hexdigest()
-    return hashes
+    return {**hashes, **provenance.definition_hashes(TIMED_DEFINITIONS, {"benchmark": sys.modules[__name__]})}
 
 
 def versions():

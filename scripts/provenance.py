@@ -40,6 +40,50 @@ def input_hashes(paths, settings):
     return hashes
 
 
+def definition_source(module, name):
+    """The source of a function or class, or the JSON of a constant."""
+    import inspect
+
+    value = getattr(module, name)
+    if inspect.isfunction(value) or inspect.isclass(value):
+        return inspect.getsource(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def definition_hashes(definitions, modules=None):
+    """SHA-256 of named definitions, keyed ``module.name``, for ``{module_name: [name, ...]}``.
+
+    Modules are imported by name unless ``modules`` maps the name to one
+    (a script run as ``__main__``). Hashing the definitions a result depends
+    on, rather than whole files, lets a docstring or a command-line option
+    elsewhere in a listing change without making hours of committed training
+    runs stale.
+    """
+    import importlib
+
+    modules = modules or {}
+    hashes = {}
+    for module_name, names in definitions.items():
+        module = modules.get(module_name) or importlib.import_module(module_name)
+        for name in names:
+            hashes[f"{module_name}.{name}"] = hashlib.sha256(definition_source(module, name).encode()).hexdigest()
+    return hashes
+
+
+def mnist_data_files(mnist_dir=None):
+    """The four local MNIST IDX files a record hashes; MNISTError when one is missing."""
+    from mnist_data import MNIST_FILES, MNISTError, resolve_mnist_dir
+
+    folder = resolve_mnist_dir(mnist_dir)
+    if folder is None:
+        raise MNISTError("no local MNIST folder: the record needs the IDX files to hash; set MNIST_DIR")
+    data_files = [folder / name for pair in MNIST_FILES.values() for name in pair]
+    for path in data_files:
+        if not path.is_file():
+            raise MNISTError(f"Missing MNIST file: expected {path.name} in {folder}")
+    return data_files
+
+
 def read_record(record_path):
     record_path = pathlib.Path(record_path)
     if not record_path.is_file():

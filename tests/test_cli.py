@@ -19,12 +19,16 @@ PROGRAMS = [
     "listings/vae/train.py",
     "listings/vae/visualize.py",
     "listings/vae/log_likelihood.py",
+    "listings/vae/importance_weighted.py",
     "scripts/make_diagrams.py",
     "scripts/make_mnist_subset.py",
     "scripts/train_main_post.py",
     "scripts/plot_main_post.py",
     "scripts/benchmark.py",
     "scripts/plot_benchmark.py",
+    "scripts/train_iwae_table.py",
+    "scripts/mc_samples_experiments.py",
+    "scripts/plot_iwae.py",
 ]
 # Imported by the scripts; no command line of their own.
 LIBRARY_MODULES = {"scripts/provenance.py", "scripts/torch_reference.py", "scripts/epoch_timer.py"}
@@ -108,6 +112,13 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         ("listings/vae/log_likelihood.py", ["--model", "x.keras", "--num-samples", "0"], SUBSET, ["num_samples=0"]),
         ("scripts/benchmark.py", ["--check", "--output", "/nonexistent.json"], {}, ["not found", "benchmark.py"]),
         ("scripts/plot_benchmark.py", ["--results", "/nonexistent.json"], {}, ["run scripts/benchmark.py first"]),
+        ("listings/vae/importance_weighted.py", ["-k", "0"], SUBSET, ["k=0", "positive integer"]),
+        ("listings/vae/importance_weighted.py", ["--stages", "0"], SUBSET, ["stages=0"]),
+        ("listings/vae/importance_weighted.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
+        ("scripts/train_iwae_table.py", ["--rows", "vae-k2"], SUBSET, ["unknown rows", "iwae-k50"]),
+        ("scripts/train_iwae_table.py", ["--stages", "0"], SUBSET, ["--stages >= 1"]),
+        ("scripts/mc_samples_experiments.py", ["--table-dir", "/nonexistent"], SUBSET, ["Missing input"]),
+        ("scripts/plot_iwae.py", ["--experiments", "/nonexistent.json"], {}, ["run mc_samples_experiments.py"]),
     ],
     ids=[
         "train-mc-samples-0",
@@ -123,11 +134,21 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         "log-likelihood-k-0",
         "benchmark-check-missing-results",
         "plot-benchmark-missing-results",
+        "iwae-k-0",
+        "iwae-stages-0",
+        "iwae-missing-mnist-dir",
+        "table-unknown-row",
+        "table-stages-0",
+        "experiments-missing-models",
+        "plot-iwae-missing-results",
     ],
 )
 def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path):
     result = run_python(
-        [program, *args, "--output-dir", tmp_path] if "train.py" in program else [program, *args], env=env
+        [program, *args, "--output-dir", tmp_path]
+        if program.endswith(("train.py", "importance_weighted.py"))
+        else [program, *args],
+        env=env,
     )
     assert_one_line_error(result, *fragments)
 
@@ -157,3 +178,22 @@ def test_log_likelihood_cli_refuses_a_model_that_is_not_ours(tmp_path):
     for name, fragment in (("other.keras", "Expected a VAE built by `build_vae`"), ("corrupt.keras", "Could not load")):
         result = run_python(["listings/vae/log_likelihood.py", "--model", tmp_path / name], env=SUBSET)
         assert_one_line_error(result, fragment)
+
+
+def test_importance_weighted_cli_trains_and_its_model_is_estimated(tmp_path):
+    result = run_python(
+        ["listings/vae/importance_weighted.py", "--objective", "iwae", "-k", "3", "--stages", "1",
+         "--batch-size", "100", "--output-dir", tmp_path, "--quiet"],
+        env=SUBSET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "train negative iwae (k = 3)" in result.stdout
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["loss"]) == 1 and 100 < history["val_loss"][0] < 600
+    estimate = run_python(
+        ["listings/vae/log_likelihood.py", "--model", tmp_path / "vae.keras", "--num-samples", "20",
+         "--num-examples", "10", "--quiet", "--output", tmp_path / "ll.json"],
+        env=SUBSET,
+    )  # fmt: skip
+    assert estimate.returncode == 0, estimate.stderr[-2000:]
+    assert -543 < json.loads((tmp_path / "ll.json").read_text())["log_likelihood"] < -100

@@ -206,3 +206,47 @@ def test_performance_page_shows_the_measured_table_and_chart(browser, site_url):
     # Reachable from every page's navigation bar.
     nav_links = page.evaluate("Array.from(document.querySelectorAll('nav a')).map(a => a.href)")
     assert site_url + "pages/performance/" in nav_links, nav_links
+
+
+IWAE_POST_PATH = "posts/inference-in-variational-autoencoders-with-different-monte-carlo-sample-sizes/"
+
+
+def test_iwae_post_shows_its_figures_table_and_maths(browser, site_url):
+    visit = PageVisit(browser, site_url + IWAE_POST_PATH)
+    page = visit.page
+    assert visit.response.status == 200
+    assert "Monte Carlo Sample Sizes" in page.title()
+    page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+    page.evaluate("MathJax.startup.promise")
+    untypeset = page.evaluate(
+        "Array.from(document.querySelectorAll('.math')).filter(e => !e.querySelector('mjx-container svg')).length"
+    )
+    assert page.locator(".math").count() >= 20 and untypeset == 0
+    assert page.locator("mjx-merror, [data-mjx-error]").count() == 0
+    text = page.locator("article").inner_text()
+    assert "{{%" not in text and "SHORTCODE" not in text
+    page.evaluate(
+        """() => Promise.all(Array.from(document.images).map(img => {
+            img.loading = 'eager';
+            return img.complete ? null : new Promise(resolve => { img.onload = img.onerror = resolve; });
+        }))"""
+    )
+    images = page.evaluate("Array.from(document.images).map(img => [img.currentSrc || img.src, img.naturalWidth])")
+    sources = " ".join(src for src, _ in images)
+    for name in ("bounds_vs_k.svg", "gradient_variance.svg", "batch_mc_grid.svg", "reconstructions.svg"):
+        assert name in sources, name
+    assert [src for src, width in images if width == 0] == []
+    # The reproduction table: six rows, ours beside the paper's, both numbers.
+    table = page.locator("table", has_text="Paper")
+    rows = table.locator("tbody tr")
+    assert rows.count() == 6
+    for index in range(6):
+        cells = rows.nth(index).locator("td").all_inner_texts()
+        ours, paper = float(cells[2].split("±")[0]), float(cells[3])
+        assert 80 < paper < ours < 543, cells
+    assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
+
+
+def test_main_post_links_to_the_iwae_post(post_visit, site_url):
+    hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
+    assert site_url + IWAE_POST_PATH in hrefs

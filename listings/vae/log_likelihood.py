@@ -26,6 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+from importance_weighted import LogDensityRatio, log_density_ratio, log_mean_exp  # noqa: E402, F401
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
 from train import binarize_once  # noqa: E402
 from variational_autoencoder import (  # noqa: E402
@@ -39,17 +40,7 @@ from variational_autoencoder import (  # noqa: E402
 MEMORY_BUDGET_BYTES = 1 << 30
 
 
-# [start log-mean-exp]
-def log_mean_exp(values, axis=-1):
-    """``log(mean(exp(values)))`` along ``axis``, without overflow or underflow.
-
-    >>> float(log_mean_exp(np.array([1e4, 1e4], dtype="float32")))
-    10000.0
-    """
-    count = ops.shape(values)[axis]
-    return ops.logsumexp(values, axis=axis) - math.log(count)
-
-
+# [start log-weights]
 def gaussian_log_density(z, mean, log_var):
     """``log N(z; mean, diag(exp(log_var)))`` summed over the last axis, in nats."""
     return -0.5 * ops.sum(math.log(2 * math.pi) + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1)
@@ -59,18 +50,15 @@ def log_importance_weights(x, z_mean, z_log_var, log_likelihood, eps):
     """``log w = log p(x|z) + log p(z) - log q(z|x)`` at ``z = z_mean + exp(z_log_var / 2) * eps``.
 
     ``z_mean`` and ``z_log_var`` have shape (batch, latent_dim), ``eps`` has
-    shape (batch, samples, latent_dim); returns shape (batch, samples). The
-    mean of the log weights over the samples is the ELBO; their log-mean-exp
-    is the importance-weighted bound.
+    shape (batch, samples, latent_dim) and ``log_likelihood(x, z)`` returns
+    ``log p(x|z)`` of shape (batch, samples); so does this function. The
+    prior and posterior terms are the training objective's `log_density_ratio`.
     """
-    z_mean, z_log_var = ops.expand_dims(z_mean, -2), ops.expand_dims(z_log_var, -2)
-    z = z_mean + ops.exp(0.5 * z_log_var) * eps
-    log_prior = gaussian_log_density(z, 0.0, ops.zeros_like(z))  # p(z) = N(0, I)
-    log_posterior = gaussian_log_density(z, z_mean, z_log_var)  # q(z|x)
-    return log_likelihood(x, z) + log_prior - log_posterior
+    z = ops.expand_dims(z_mean, -2) + ops.exp(0.5 * ops.expand_dims(z_log_var, -2)) * eps
+    return log_likelihood(x, z) + log_density_ratio(z, z_log_var, eps)
 
 
-# [end log-mean-exp]
+# [end log-weights]
 
 
 def samples_per_chunk(batch_size, num_samples, floats_per_sample, budget_bytes=MEMORY_BUDGET_BYTES):
@@ -146,12 +134,13 @@ def _logsumexp(values):
 
 # [start vae-log-likelihood]
 def vae_parts(vae):
-    """The encoder and decoder of a VAE built by ``build_vae``; a clear error otherwise."""
+    """The encoder and decoder of a VAE of ours (`build_vae` or `build_bound_vae`); a clear error otherwise."""
     names = {layer.name for layer in vae.layers}
-    if not {"encoder", "decoder"} <= names or not any(isinstance(layer, KLDivergenceLayer) for layer in vae.layers):
+    ours = any(isinstance(layer, (KLDivergenceLayer, LogDensityRatio)) for layer in vae.layers)
+    if not {"encoder", "decoder"} <= names or not ours:
         raise ValueError(
-            "Expected a VAE built by `build_vae` (nested models 'encoder' and 'decoder' and a "
-            f"KLDivergenceLayer). Received a model with layers {sorted(names)}"
+            "Expected a VAE built by `build_vae` or `build_bound_vae` (nested models 'encoder' and 'decoder' "
+            f"and a KLDivergenceLayer or LogDensityRatio). Received a model with layers {sorted(names)}"
         )
     return vae.get_layer("encoder"), vae.get_layer("decoder")
 

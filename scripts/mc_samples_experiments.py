@@ -1,0 +1,417 @@
+"""Measure what the number of Monte Carlo samples buys and costs, for the IWAE post.
+
+Uses the models trained by ``train_iwae_table.py`` (``results/iwae/<row>/vae.keras``)
+and the listings, and writes ``results/iwae/experiments.json``:
+
+* ``gradient_variance``: the variance of the gradient of the negative ELBO and
+  of the negative IWAE bound with respect to the encoder's weights, over
+  fresh draws of ``eps``, on one fixed minibatch, for several ``mc_samples``;
+* ``grid``: a VAE (the ELBO) trained from scratch for every batch size and
+  number of samples, once for a fixed number of gradient steps and once for a
+  fixed wall-clock time, with its train and test negative ELBO afterwards;
+* ``bounds``: the ELBO and the importance-weighted bound ``L_k`` for k = 1 to
+  5000 of a VAE and an IWAE, on the same draws;
+* ``reconstructions``: one test digit decoded from individual samples of ``z``;
+* ``cost``: seconds per training epoch for S = 1, 5, 25 and 50 samples.
+
+Run it on an otherwise idle machine (it times things). ``--if-stale`` does
+nothing when the record matches the inputs; ``--check`` exits 1 when it does
+not; ``--quick`` is a seconds-long run for tests.
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import sys
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import provenance  # noqa: E402
+from mnist_data import MNISTError  # noqa: E402
+
+TABLE_DIR = REPO_ROOT / "results" / "iwae"
+RECORD_PATH = TABLE_DIR / "experiments.json"
+MODEL_ROWS = ("vae-k1", "vae-k50", "iwae-k50")
+
+SETTINGS = {
+    "gradient_variance": {"row": "vae-k1", "mc_samples": [1, 2, 5, 10, 25, 50], "repeats": 64, "batch_size": 100},
+    "grid": {
+        "batch_sizes": [20, 100, 500],
+        "mc_samples": [1, 5, 25],
+        "steps": 1500,
+        "seconds": 30.0,
+        "eval_samples": 10,
+        "num_train_eval": 10000,
+    },
+    "bounds": {"rows": ["vae-k50", "iwae-k50"], "num_examples": 1000, "ks": [1, 2, 5, 10, 50, 100, 500, 1000, 5000]},
+    "reconstructions": {"row": "iwae-k50", "index": 0, "num_samples": 8},
+    "cost": {"mc_samples": [1, 5, 25, 50], "batch_size": 20, "epochs": 2, "objective": "iwae"},
+    "seed": 0,
+}
+QUICK = {
+    "gradient_variance": {"row": "vae-k1", "mc_samples": [1, 2], "repeats": 4, "batch_size": 20},
+    "grid": {
+        "batch_sizes": [100],
+        "mc_samples": [1, 2],
+        "steps": 50,
+        "seconds": 1.0,
+        "eval_samples": 2,
+        "num_train_eval": 200,
+    },
+    "bounds": {"rows": ["vae-k50", "iwae-k50"], "num_examples": 20, "ks": [1, 10, 100]},
+    "reconstructions": {"row": "iwae-k50", "index": 0, "num_samples": 3},
+    "cost": {"mc_samples": [1], "batch_size": 100, "epochs": 1, "objective": "iwae"},
+    "seed": 0,
+}
+DEFINITIONS = {
+    "variational_autoencoder": ["BernoulliNegativeLogLikelihood", "build_encoder", "build_decoder", "reparameterize"],
+    "train": ["check_intensities", "binarize_once", "monte_carlo_batches"],
+    "importance_weighted": [
+        "IWAE_DEFAULTS",
+        "log_mean_exp",
+        "log_density_ratio",
+        "bernoulli_log_weights",
+        "bound_from_log_weights",
+        "LogDensityRatio",
+        "NegativeBound",
+        "BoundModel",
+        "build_bound_vae",
+        "paper_schedule",
+        "train_bound_vae",
+    ],
+    "log_likelihood": ["log_importance_weights"],
+    "mc_samples_experiments": [
+        "_fresh_parts",
+        "load_row",
+        "copy_into",
+        "compile_bound",
+        "gradient_variance",
+        "train_for",
+        "negative_elbo",
+        "grid",
+        "bounds",
+        "reconstructions",
+        "cost",
+    ],
+}
+
+
+def current_inputs(settings, table_dir):
+    data_files = provenance.mnist_data_files()
+    models = [pathlib.Path(table_dir) / row / "vae.keras" for row in MODEL_ROWS]
+    for path in [*data_files, *models]:
+        if not path.is_file():
+            raise MNISTError(f"Missing input: expected {path}")
+    hashes = provenance.input_hashes([*data_files, *models], settings)
+    modules = {"mc_samples_experiments": sys.modules[__name__]}
+    return {**hashes, **provenance.definition_hashes(DEFINITIONS, modules)}
+
+
+def load_row(table_dir, row):
+    """The encoder and decoder of a trained row of the table."""
+    import keras
+
+    vae = keras.saving.load_model(pathlib.Path(table_dir) / row / "vae.keras", safe_mode=True)
+    return vae.get_layer("encoder"), vae.get_layer("decoder")
+
+
+def copy_into(mc_samples, objective, encoder, decoder):
+    """A `build_bound_vae` model with ``mc_samples`` and ``objective``, holding the given weights."""
+    from importance_weighted import IWAE_DEFAULTS, build_bound_vae
+
+    s = IWAE_DEFAULTS
+    vae, new_encoder, new_decoder = build_bound_vae(
+        784, s["intermediate_dim"], s["latent_dim"], mc_samples, s["hidden_layers"], s["activation"], objective
+    )
+    new_encoder.set_weights(encoder.get_weights())
+    new_decoder.set_weights(decoder.get_weights())
+    return vae, new_encoder, new_decoder
+
+
+def compile_bound(vae, objective, learning_rate=1e-3):
+    import keras
+
+    from importance_weighted import IWAE_DEFAULTS, NegativeBound
+
+    vae.compile(
+        optimizer=keras.optimizers.Adam(learning_rate, epsilon=IWAE_DEFAULTS["adam_epsilon"]),
+        loss=NegativeBound(objective),
+        jit_compile=True,
+        steps_per_execution=50,
+    )
+    return vae
+
+
+def gradient_variance(settings, table_dir, x_test, seed):
+    """Per-weight variance of the encoder gradient over draws of eps, summed over the weights."""
+    import numpy as np
+    import tensorflow as tf
+
+    from importance_weighted import NegativeBound
+
+    encoder, decoder = load_row(table_dir, settings["row"])
+    x = tf.constant(x_test[: settings["batch_size"]])
+    rng = np.random.default_rng(seed)
+    results = {}
+    for objective in ("elbo", "iwae"):
+        loss_fn = NegativeBound(objective)
+        results[objective] = {}
+        for mc_samples in settings["mc_samples"]:
+            vae, enc, _ = copy_into(mc_samples, objective, encoder, decoder)
+
+            @tf.function(jit_compile=True)
+            def encoder_gradient(eps, vae=vae, enc=enc, loss_fn=loss_fn):
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(x, vae([x, eps]))
+                grads = tape.gradient(loss, enc.trainable_weights)
+                return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+
+            grads = np.stack(
+                [
+                    encoder_gradient(rng.standard_normal((len(x), mc_samples, 50), dtype="float32")).numpy()
+                    for _ in range(settings["repeats"])
+                ]
+            ).astype("float64")
+            mean = grads.mean(axis=0)
+            results[objective][str(mc_samples)] = {
+                "total_variance": float(grads.var(axis=0, ddof=1).sum()),
+                "squared_norm_of_mean": float(mean @ mean),
+            }
+    return results
+
+
+def train_for(vae, x_train, batch_size, mc_samples, steps=None, seconds=None, seed=0):
+    """Train for a number of gradient steps or of seconds; return ``(steps_done, seconds_taken)``.
+
+    The seconds are counted from the end of the first call (50 steps and the
+    compilation), so that compiling does not eat into a wall-clock budget.
+    """
+    import keras
+
+    from train import monte_carlo_batches
+
+    dataset = monte_carlo_batches(x_train, batch_size, mc_samples, 50, binarize=True, seed=seed).repeat()
+    chunk = 50  # steps per call of the compiled step
+
+    class Budget(keras.callbacks.Callback):
+        """Counts steps; the clock starts after the first call, which compiles the step."""
+
+        def on_train_begin(self, logs=None):
+            self.start, self.steps = None, 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps += chunk
+            if self.start is None:
+                self.start = time.perf_counter()
+            elif seconds is not None and time.perf_counter() - self.start >= seconds:
+                self.model.stop_training = True
+
+    budget = Budget()
+    epochs = -(-steps // chunk) if steps is not None else 10**6
+    vae.fit(dataset, epochs=epochs, steps_per_epoch=chunk, shuffle=False, verbose=0, callbacks=[budget])
+    return budget.steps, time.perf_counter() - budget.start
+
+
+def negative_elbo(encoder, decoder, x_binary, eval_samples, seed):
+    """Mean negative ELBO (log-ratio estimate, ``eval_samples`` draws) over binary ``x``, in nats."""
+    from train import monte_carlo_batches
+
+    vae, _, _ = copy_into(eval_samples, "elbo", encoder, decoder)
+    compile_bound(vae, "elbo")
+    batches = monte_carlo_batches(x_binary, 500, eval_samples, 50, binarize=False, shuffle=False, seed=seed)
+    return float(vae.evaluate(batches, verbose=0))
+
+
+def grid(settings, x_train, x_test, seed):
+    """Batch size x MC samples, at a fixed number of steps and at a fixed wall-clock time."""
+    import keras
+
+    from train import binarize_once
+
+    x_train_eval = binarize_once(x_train[: settings["num_train_eval"]], seed + 3)
+    results = {"fixed_steps": {}, "fixed_time": {}}
+    for budget in ("fixed_steps", "fixed_time"):
+        for batch_size in settings["batch_sizes"]:
+            for mc_samples in settings["mc_samples"]:
+                keras.utils.set_random_seed(seed)
+                vae, encoder, decoder = copy_into(mc_samples, "elbo", *_fresh_parts())
+                compile_bound(vae, "elbo")
+                steps, seconds = train_for(
+                    vae,
+                    x_train,
+                    batch_size,
+                    mc_samples,
+                    steps=settings["steps"] if budget == "fixed_steps" else None,
+                    seconds=settings["seconds"] if budget == "fixed_time" else None,
+                    seed=seed,
+                )
+                results[budget][f"b{batch_size}-s{mc_samples}"] = {
+                    "batch_size": batch_size,
+                    "mc_samples": mc_samples,
+                    "steps": steps,
+                    "seconds": seconds,
+                    "epochs": steps * batch_size / len(x_train),
+                    "train_negative_elbo": negative_elbo(encoder, decoder, x_train_eval, settings["eval_samples"], 1),
+                    "test_negative_elbo": negative_elbo(encoder, decoder, x_test, settings["eval_samples"], 2),
+                }
+                print(f"  {budget} b{batch_size}-s{mc_samples}: {results[budget][f'b{batch_size}-s{mc_samples}']}")
+    return results
+
+
+def _fresh_parts():
+    from importance_weighted import IWAE_DEFAULTS, build_bound_vae
+
+    s = IWAE_DEFAULTS
+    _, encoder, decoder = build_bound_vae(
+        784, s["intermediate_dim"], s["latent_dim"], 1, s["hidden_layers"], s["activation"], "elbo"
+    )
+    return encoder, decoder
+
+
+def bounds(settings, table_dir, x_test, seed):
+    """ELBO and L_k (mean over disjoint groups of k of the same draws) per row, in nats per image."""
+    import numpy as np
+    from keras import ops
+
+    from log_likelihood import log_importance_weights
+    from variational_autoencoder import BernoulliNegativeLogLikelihood
+
+    x = x_test[: settings["num_examples"]]
+    k_max = max(settings["ks"])
+    results = {}
+    for row in settings["rows"]:
+        encoder, decoder = load_row(table_dir, row)
+
+        def log_likelihood(x_batch, z, decoder=decoder):
+            return -BernoulliNegativeLogLikelihood(reduction=None)(x_batch, decoder(z))
+
+        rng = np.random.default_rng(seed)
+        log_w = []
+        for start in range(0, len(x), 10):
+            x_batch = x[start : start + 10]
+            z_mean, z_log_var = encoder(x_batch)
+            eps = rng.standard_normal((len(x_batch), k_max, 50), dtype="float32")
+            log_w.append(ops.convert_to_numpy(log_importance_weights(x_batch, z_mean, z_log_var, log_likelihood, eps)))
+        log_w = np.concatenate(log_w).astype("float64")
+        values = {"elbo": float(log_w.mean())}
+        for k in settings["ks"]:
+            groups = log_w[:, : (k_max // k) * k].reshape(len(x), -1, k)
+            peak = groups.max(axis=-1, keepdims=True)
+            bound = peak[..., 0] + np.log(np.mean(np.exp(groups - peak), axis=-1))
+            values[f"k{k}"] = float(bound.mean())
+        results[row] = values
+    return results
+
+
+def reconstructions(settings, table_dir, x_test, seed):
+    """The digit, the Bernoulli means decoded from single samples of z, and their average."""
+    import numpy as np
+    from keras import ops
+
+    encoder, decoder = load_row(table_dir, settings["row"])
+    x = x_test[settings["index"] : settings["index"] + 1]
+    z_mean, z_log_var = (ops.convert_to_numpy(t) for t in encoder(x))
+    eps = np.random.default_rng(seed).standard_normal((1, settings["num_samples"], 50), dtype="float32")
+    z = z_mean[:, None] + np.exp(0.5 * z_log_var[:, None]) * eps
+    means = ops.convert_to_numpy(ops.sigmoid(decoder(z)))[0]
+    return {
+        "digit": np.round(x[0], 3).tolist(),
+        "samples": np.round(means, 3).tolist(),
+        "average": np.round(means.mean(axis=0), 3).tolist(),
+    }
+
+
+def cost(settings, x_train, seed):
+    """Median seconds per epoch after the first (which compiles), per number of samples."""
+    import keras
+    import numpy as np
+
+    from epoch_timer import make_epoch_timer
+    from train import monte_carlo_batches
+
+    results = {}
+    for mc_samples in settings["mc_samples"]:
+        keras.utils.set_random_seed(seed)
+        vae, _, _ = copy_into(mc_samples, settings["objective"], *_fresh_parts())
+        compile_bound(vae, settings["objective"])
+        batches = monte_carlo_batches(x_train, settings["batch_size"], mc_samples, 50, binarize=True, seed=seed)
+        timer = make_epoch_timer()
+        vae.fit(batches, epochs=settings["epochs"], shuffle=False, verbose=0, callbacks=[timer])
+        steady = timer.seconds[1:] or timer.seconds
+        results[str(mc_samples)] = float(np.median(steady))
+        print(f"  cost S={mc_samples}: {results[str(mc_samples)]:.2f} s per epoch", flush=True)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table-dir", default=str(TABLE_DIR), help="trained rows (default: results/iwae)")
+    parser.add_argument("--output", default=str(RECORD_PATH), help="record to write (default: %(default)s)")
+    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the record does not match the inputs")
+    parser.add_argument("--quick", action="store_true", help="tiny settings, for tests")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else SETTINGS
+    try:
+        inputs = current_inputs(settings, args.table_dir)
+    except MNISTError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    stale = provenance.stale_inputs(provenance.read_record(args.output), inputs)
+    if args.check:
+        if stale:
+            more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
+            parser.exit(1, f"{parser.prog}: stale: {', '.join(stale[:3])}{more}\n")
+        print(f"{args.output} is current")
+        return 0
+    if args.if_stale and not stale:
+        print(f"{args.output} is current; nothing to measure")
+        return 0
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from mnist_data import flatten_and_scale, load_mnist
+    from train import binarize_once
+    from train_main_post import describe_machine
+
+    (x_train, _), (x_test, _) = load_mnist()
+    x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)
+    seed = settings["seed"]
+    x_test_binary = binarize_once(x_test, 1)  # as in the table's evaluation
+    record = {"settings": settings}
+    steps = [
+        (
+            "gradient_variance",
+            lambda: gradient_variance(settings["gradient_variance"], args.table_dir, x_test_binary, seed),
+        ),
+        ("bounds", lambda: bounds(settings["bounds"], args.table_dir, x_test_binary, seed)),
+        ("reconstructions", lambda: reconstructions(settings["reconstructions"], args.table_dir, x_test_binary, seed)),
+        ("cost", lambda: cost(settings["cost"], x_train, seed)),
+        ("grid", lambda: grid(settings["grid"], x_train, x_test_binary, seed)),
+    ]
+    for name, measure in steps:
+        print(f"{name} ...", flush=True)
+        start = time.perf_counter()
+        record[name] = measure()
+        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+    record["versions"] = {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
+    }
+    record["machine"] = describe_machine()
+    record["inputs"] = inputs
+    provenance.write_record(args.output, record)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

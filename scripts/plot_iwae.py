@@ -1,0 +1,179 @@
+"""Draw the IWAE post's figures from the recorded measurements.
+
+Reads ``results/iwae/experiments.json`` (from ``mc_samples_experiments.py``)
+and writes, in ``--output-dir`` (default ``images/iwae``):
+
+* ``gradient_variance.svg``: variance of the encoder gradient against the
+  number of samples, for the ELBO and the IWAE bound;
+* ``batch_mc_grid.svg``: test negative ELBO over batch size x samples, at a
+  fixed number of steps and at a fixed wall-clock time;
+* ``bounds_vs_k.svg``: the ELBO and L_k against k for a VAE and an IWAE;
+* ``reconstructions.svg``: one test digit decoded from single samples of z;
+* ``figures.json``: the record of the inputs they came from.
+
+With ``--if-stale`` it does nothing when the record matches the inputs.
+"""
+
+import argparse
+import pathlib
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+import provenance  # noqa: E402
+
+EXPERIMENTS = REPO_ROOT / "results" / "iwae" / "experiments.json"
+OUTPUT_DIR = REPO_ROOT / "images" / "iwae"
+FIGURES = ("gradient_variance.svg", "batch_mc_grid.svg", "bounds_vs_k.svg", "reconstructions.svg")
+RECORD_NAME = "figures.json"
+LABELS = {"elbo": "ELBO", "iwae": "IWAE bound", "vae-k50": "VAE, k = 50", "iwae-k50": "IWAE, k = 50"}
+
+
+def current_inputs(experiments_path):
+    return provenance.input_hashes([experiments_path, pathlib.Path(__file__)], {"figures": FIGURES})
+
+
+def setup_matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams.update({"svg.hashsalt": "beyond-the-quickstart", "font.size": 10})
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path):
+    fig.savefig(path, metadata={"Date": None}, bbox_inches="tight")
+
+
+def plot_gradient_variance(results, repeats, path):
+    plt = setup_matplotlib()
+    fig, (ax, ax_snr) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    for objective, marker in (("elbo", "o"), ("iwae", "s")):
+        samples = sorted(int(s) for s in results[objective])
+        cells = [results[objective][str(s)] for s in samples]
+        variance = [cell["total_variance"] for cell in cells]
+        ax.plot(samples, variance, marker=marker, label=f"negative {LABELS[objective]}")
+        # |mean of R draws|^2 overestimates |E g|^2 by the variance over R.
+        snr = [
+            (cell["squared_norm_of_mean"] - cell["total_variance"] / repeats) / cell["total_variance"] for cell in cells
+        ]
+        ax_snr.plot(samples, snr, marker=marker, label=f"negative {LABELS[objective]}")
+        if objective == "elbo":
+            ax.plot(samples, [variance[0] / s for s in samples], "k:", label="1/S from S = 1")
+    for axis in (ax, ax_snr):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("Monte Carlo samples S per example")
+        axis.grid(True, which="major", alpha=0.3)
+    ax.set_ylabel("variance of the encoder gradient\n(summed over weights)")
+    ax_snr.set_ylabel("squared norm of the mean gradient\n/ its variance")
+    ax.legend(frameon=False)
+    save(fig, path)
+    plt.close(fig)
+
+
+def plot_grid(results, path):
+    import numpy as np
+
+    plt = setup_matplotlib()
+    budgets = (("fixed_steps", "same number of steps"), ("fixed_time", "same wall-clock time"))
+    cells = [cell for budget, _ in budgets for cell in results[budget].values()]
+    batch_sizes = sorted({cell["batch_size"] for cell in cells})
+    samples = sorted({cell["mc_samples"] for cell in cells})
+    values = [cell["test_negative_elbo"] for cell in cells]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), constrained_layout=True)
+    for ax, (budget, title) in zip(axes, budgets, strict=True):
+        grid = np.array([[results[budget][f"b{b}-s{s}"]["test_negative_elbo"] for s in samples] for b in batch_sizes])
+        image = ax.imshow(grid, cmap="viridis_r", vmin=min(values), vmax=max(values), origin="lower")
+        for i, b in enumerate(batch_sizes):
+            for j, s in enumerate(samples):
+                cell = results[budget][f"b{b}-s{s}"]
+                ax.text(
+                    j,
+                    i,
+                    f"{cell['test_negative_elbo']:.1f}\n{cell['epochs']:.1f} ep",
+                    ha="center",
+                    va="center",
+                    color="black" if grid[i, j] < np.mean(values) else "white",
+                    fontsize=8,
+                )
+        ax.set_xticks(range(len(samples)), [str(s) for s in samples])
+        ax.set_yticks(range(len(batch_sizes)), [str(b) for b in batch_sizes])
+        ax.set_xlabel("Monte Carlo samples S")
+        ax.set_ylabel("batch size")
+        ax.set_title(title)
+    fig.colorbar(image, ax=axes, label="test negative ELBO (nats)")
+    save(fig, path)
+    plt.close(fig)
+
+
+def plot_bounds(results, path):
+    plt = setup_matplotlib()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for row, marker in zip(results, "osd^v", strict=False):
+        ks = sorted(int(key[1:]) for key in results[row] if key.startswith("k"))
+        (line,) = ax.plot(
+            ks, [results[row][f"k{k}"] for k in ks], marker=marker, label=f"{LABELS.get(row, row)}: $L_k$"
+        )
+        ax.axhline(results[row]["elbo"], color=line.get_color(), linestyle="--", label=f"{LABELS.get(row, row)}: ELBO")
+    ax.set_xscale("log")
+    ax.set_xlabel("importance samples k")
+    ax.set_ylabel("bound on log p(x) (nats per image)")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    save(fig, path)
+    plt.close(fig)
+
+
+def plot_reconstructions(results, path):
+    import numpy as np
+
+    plt = setup_matplotlib()
+    images = [results["digit"], *results["samples"], results["average"]]
+    titles = ["test digit", *[f"z$_{i + 1}$" for i in range(len(results["samples"]))], "average"]
+    fig, axes = plt.subplots(1, len(images), figsize=(1.0 * len(images), 1.35))
+    for ax, image, title in zip(axes, images, titles, strict=True):
+        ax.imshow(np.reshape(image, (28, 28)), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    save(fig, path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiments", default=str(EXPERIMENTS), help="measurements (default: %(default)s)")
+    parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: images/iwae)")
+    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
+    args = parser.parse_args(argv)
+    experiments_path = pathlib.Path(args.experiments)
+    if not experiments_path.is_file():
+        parser.exit(2, f"{parser.prog}: error: no measurements at {experiments_path}; run mc_samples_experiments.py\n")
+    output_dir = pathlib.Path(args.output_dir)
+    inputs = current_inputs(experiments_path)
+    outputs = [output_dir / name for name in FIGURES]
+    if args.if_stale and provenance.is_current(output_dir / RECORD_NAME, inputs, outputs):
+        print(f"{output_dir} is current; nothing to draw")
+        return 0
+    results = json.loads(experiments_path.read_text())
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plot_gradient_variance(
+        results["gradient_variance"],
+        results["settings"]["gradient_variance"]["repeats"],
+        output_dir / "gradient_variance.svg",
+    )
+    plot_grid(results["grid"], output_dir / "batch_mc_grid.svg")
+    plot_bounds(results["bounds"], output_dir / "bounds_vs_k.svg")
+    plot_reconstructions(results["reconstructions"], output_dir / "reconstructions.svg")
+    provenance.write_record(output_dir / RECORD_NAME, {"inputs": inputs})
+    print(f"wrote {', '.join(FIGURES)} to {output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

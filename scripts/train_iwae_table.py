@@ -1,0 +1,232 @@
+"""Reproduce rows of Burda et al.'s Table 1 (MNIST, one stochastic layer) on a CPU budget.
+
+Each row trains the IWAE paper's model with ``importance_weighted.py`` as a
+VAE (the ELBO) or an IWAE with ``k`` samples, for the first ``--stages``
+stages of the paper's schedule (1 + 3 + 9 + ... epochs), then estimates the
+test log-likelihood with K = 5000 importance samples on the 10,000 test
+images (binarised once, seed 1). Writes, under ``--output-dir``:
+
+* ``<row>/vae.keras`` (weights, without optimiser state) and ``<row>/history.json``;
+* ``table.json``: per row the test negative log-likelihood with its standard
+  errors, the final bounds, epochs, wall time, seconds per epoch, machine,
+  versions and the SHA-256 of every input, next to the paper's number.
+
+``--rows iwae-k5`` (re)runs only the rows named; ``--if-stale`` only those
+whose inputs changed; ``--check`` exits 1 when any row is stale. ``--stages 8``
+is the paper's full 3,280-epoch schedule.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import provenance  # noqa: E402
+from mnist_data import MNISTError  # noqa: E402
+
+# What a row's numbers depend on: the data loader's file, and the definitions
+# the training and the estimate run (so that editing prose or a CLI option in a
+# listing does not make an hour of training stale).
+DATA_LOADER = REPO_ROOT / "listings" / "vae" / "mnist_data.py"
+DEFINITIONS = {
+    "variational_autoencoder": [
+        "check_positive_int",
+        "BernoulliNegativeLogLikelihood",
+        "hidden_name",
+        "build_encoder",
+        "build_decoder",
+        "reparameterize",
+    ],
+    "train": ["check_intensities", "binarize_once", "monte_carlo_batches"],
+    "importance_weighted": [
+        "OBJECTIVES",
+        "IWAE_DEFAULTS",
+        "check_objective",
+        "log_mean_exp",
+        "log_density_ratio",
+        "bernoulli_log_weights",
+        "bound_from_log_weights",
+        "LogDensityRatio",
+        "NegativeBound",
+        "BoundModel",
+        "build_bound_vae",
+        "paper_schedule",
+        "train_bound_vae",
+    ],
+    "log_likelihood": [
+        "MEMORY_BUDGET_BYTES",
+        "log_importance_weights",
+        "samples_per_chunk",
+        "importance_sampled_log_likelihood",
+        "_logsumexp",
+        "vae_parts",
+        "vae_log_likelihood",
+        "summarise",
+    ],
+    "train_iwae_table": ["PAPER_TEST_NLL", "ROWS", "EVALUATION", "row_settings", "run_row"],
+}
+OUTPUT_DIR = REPO_ROOT / "results" / "iwae"
+RECORD_NAME = "table.json"
+
+# Burda, Grosse & Salakhutdinov (2015), Table 1, MNIST, one stochastic layer:
+# test negative log-likelihood in nats, estimated with k = 5000.
+PAPER_TEST_NLL = {
+    "vae-k1": 86.76,
+    "vae-k5": 86.47,
+    "vae-k50": 86.35,
+    "iwae-k1": 86.76,
+    "iwae-k5": 85.54,
+    "iwae-k50": 84.78,
+}
+ROWS = {
+    name: {"objective": "elbo" if name.startswith("vae") else "iwae", "k": int(name.split("-k")[1])}
+    for name in PAPER_TEST_NLL
+}
+EVALUATION = {"num_samples": 5000, "num_examples": 10000, "binarization_seed": 1, "seed": 0, "batch_size": 100}
+
+
+def row_settings(row, stages):
+    return {**ROWS[row], "stages": stages}
+
+
+def current_inputs(row, stages, evaluation=EVALUATION):
+    data_files = provenance.mnist_data_files()
+    settings = {"row": row_settings(row, stages), "evaluation": evaluation}
+    hashes = provenance.input_hashes([DATA_LOADER, *data_files], settings)
+    return {**hashes, **provenance.definition_hashes(DEFINITIONS, {"train_iwae_table": sys.modules[__name__]})}
+
+
+def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from epoch_timer import make_epoch_timer
+    from importance_weighted import IWAE_DEFAULTS, build_bound_vae, train_bound_vae
+    from log_likelihood import summarise, vae_log_likelihood
+    from mnist_data import flatten_and_scale, load_mnist
+    from train import binarize_once
+    from train_main_post import describe_machine
+
+    (x_train, _), (x_test, _) = load_mnist()
+    x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)
+    settings = row_settings(row, stages)
+    timer = make_epoch_timer()
+    start = time.perf_counter()
+    vae, _, _, history = train_bound_vae(x_train, x_test, verbose=verbose, callbacks=[timer], **settings)
+    train_seconds = time.perf_counter() - start
+
+    x_eval = binarize_once(x_test[: evaluation["num_examples"]], evaluation["binarization_seed"])
+    start = time.perf_counter()
+    log_px, stderr = vae_log_likelihood(
+        vae, x_eval, evaluation["num_samples"], evaluation["batch_size"], evaluation["seed"], verbose=verbose
+    )
+    eval_seconds = time.perf_counter() - start
+    summary = summarise(log_px, stderr)
+
+    # Save the weights in a fresh, uncompiled copy: no optimiser state in the repository.
+    s = {**IWAE_DEFAULTS, **settings}
+    fresh, _, _ = build_bound_vae(
+        784, s["intermediate_dim"], s["latent_dim"], s["k"], s["hidden_layers"], s["activation"], s["objective"]
+    )
+    fresh.set_weights(vae.get_weights())
+    row_dir = output_dir / row
+    row_dir.mkdir(parents=True, exist_ok=True)
+    fresh.save(row_dir / "vae.keras")
+    history = {key: [round(float(v), 4) for v in values] for key, values in history.items()}
+    (row_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    steady = timer.seconds[1:] or timer.seconds
+    return {
+        "settings": s,
+        "evaluation": evaluation,
+        "test_nll": -summary["log_likelihood"],
+        "test_nll_stderr_over_examples": summary["stderr_over_examples"],
+        "test_nll_monte_carlo_stderr": summary["monte_carlo_stderr"],
+        "paper_test_nll": PAPER_TEST_NLL[row],
+        "final_train_negative_bound": history["loss"][-1],
+        "final_test_negative_bound": history["val_loss"][-1],
+        "num_epochs": len(timer.seconds),
+        "train_wall_time_seconds": train_seconds,
+        "train_wall_time_minutes": train_seconds / 60,
+        "seconds_per_epoch": float(np.median(steady)),
+        "evaluation_wall_time_seconds": eval_seconds,
+        "versions": {
+            "python": platform.python_version(),
+            "keras": keras.__version__,
+            "keras_backend": keras.backend.backend(),
+            "tensorflow": tf.__version__,
+            "numpy": np.__version__,
+        },
+        "machine": describe_machine(),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all six)")
+    parser.add_argument("--stages", type=int, default=3, help="stages of the paper's schedule (default: %(default)s)")
+    parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: results/iwae)")
+    parser.add_argument("--if-stale", action="store_true", help="run only the rows whose inputs changed")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a row's record does not match its inputs")
+    parser.add_argument("--quick", action="store_true", help="one epoch, K = 20 on 100 images: for tests")
+    args = parser.parse_args(argv)
+    rows = [row.strip() for row in args.rows.split(",") if row.strip()]
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown or not rows:
+        parser.exit(2, f"{parser.prog}: error: unknown rows {unknown}; expected some of {', '.join(ROWS)}\n")
+    if args.stages < 1:
+        parser.exit(2, f"{parser.prog}: error: expected --stages >= 1, received {args.stages}\n")
+    evaluation = EVALUATION
+    if args.quick:
+        args.stages, evaluation = 1, {**EVALUATION, "num_samples": 20, "num_examples": 100}
+    output_dir = pathlib.Path(args.output_dir)
+    record_path = output_dir / RECORD_NAME
+    table = provenance.read_record(record_path) or {"rows": {}}
+    try:
+        inputs = {row: current_inputs(row, args.stages, evaluation) for row in rows}
+    except MNISTError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    stale = {
+        row: provenance.stale_inputs(table["rows"].get(row), inputs[row])
+        or ([] if (output_dir / row / "vae.keras").is_file() else ["missing model"])
+        for row in rows
+    }
+    stale = {row: names for row, names in stale.items() if names}
+    if args.check:
+        if stale:
+            details = "; ".join(
+                f"{row}: {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+                for row, names in stale.items()
+            )
+            parser.exit(1, f"{parser.prog}: stale: {details}\n")
+        print(f"{record_path} is current")
+        return 0
+    todo = [row for row in rows if row in stale] if args.if_stale else rows
+    if not todo:
+        print(f"{record_path} is current; nothing to train")
+        return 0
+    for row in todo:
+        print(f"{row}: training {args.stages} stages and estimating the test log-likelihood ...", flush=True)
+        result = run_row(row, args.stages, output_dir, 1 if sys.stdout.isatty() else 2, evaluation)
+        table["rows"][row] = {**result, "inputs": inputs[row]}
+        table["paper"] = "Burda, Grosse & Salakhutdinov (2015), arXiv:1509.00519, Table 1"
+        provenance.write_record(record_path, table)
+        print(
+            f"{row}: test NLL {result['test_nll']:.2f} nats (paper {result['paper_test_nll']}), "
+            f"{result['num_epochs']} epochs, {result['seconds_per_epoch']:.1f} s per epoch",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The ELBO and the importance-weighted bound as training objectives, checked independently.
+
+The reference values are computed here with NumPy and SciPy from the model's
+raw outputs (logits, z_mean, z_log_var, eps), not with the functions under test.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+from scipy.special import log_expit, logsumexp
+from scipy.stats import norm
+
+from importance_weighted import (
+    BoundModel,
+    LogDensityRatio,
+    NegativeBound,
+    bound_from_log_weights,
+    build_bound_vae,
+    log_density_ratio,
+    paper_schedule,
+    train_bound_vae,
+)
+from train import binarize_once, negative_elbo_per_example
+from variational_autoencoder import KLDivergenceLayer, build_vae
+
+SMALL = {"intermediate_dim": 32, "latent_dim": 3, "hidden_layers": 2, "activation": "tanh"}
+
+
+def numpy_log_weights(x, x_logits, z_mean, z_log_var, eps):
+    """log p(x|z) + log N(z; 0, I) - log N(z; z_mean, exp(z_log_var)) from SciPy densities."""
+    log_px_given_z = np.sum(x[:, None] * log_expit(x_logits) + (1 - x[:, None]) * log_expit(-x_logits), axis=-1)
+    std = np.exp(0.5 * z_log_var)[:, None]
+    z = z_mean[:, None] + std * eps
+    log_prior = norm.logpdf(z).sum(-1)
+    log_posterior = norm.logpdf(z, loc=z_mean[:, None], scale=std).sum(-1)
+    return log_px_given_z + log_prior - log_posterior
+
+
+@pytest.fixture(scope="module")
+def batch(mnist_subset):
+    (x_train, _), _ = mnist_subset
+    return binarize_once(x_train[:16], seed=0)
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_negative_bound_matches_numpy(batch, objective):
+    keras.utils.set_random_seed(1)
+    vae, encoder, decoder = build_bound_vae(mc_samples=7, objective=objective, **SMALL)
+    eps = np.random.default_rng(2).standard_normal((16, 7, 3)).astype("float32")
+    x_logits, log_ratio = (ops.convert_to_numpy(t) for t in vae([batch, eps]))
+    z_mean, z_log_var = (ops.convert_to_numpy(t).astype("float64") for t in encoder(batch))
+    log_w = numpy_log_weights(batch, x_logits.astype("float64"), z_mean, z_log_var, eps.astype("float64"))
+    expected = log_w.mean(-1) if objective == "elbo" else logsumexp(log_w, axis=-1) - math.log(7)
+    loss = NegativeBound(objective, reduction=None)(batch, [x_logits, log_ratio])
+    np.testing.assert_allclose(ops.convert_to_numpy(loss), -expected, rtol=1e-5)
+
+
+def test_log_density_ratio_matches_scipy_at_extreme_variances():
+    rng = np.random.default_rng(3)
+    z_mean = rng.standard_normal((4, 2)) * 3
+    z_log_var = np.array([[-10.0, 10.0], [10.0, -10.0], [0.0, 0.0], [-3.0, 5.0]])
+    eps = rng.standard_normal((4, 5, 2))
+    std = np.exp(0.5 * z_log_var)[:, None]
+    z = z_mean[:, None] + std * eps
+    expected = norm.logpdf(z).sum(-1) - norm.logpdf(z, loc=z_mean[:, None], scale=std).sum(-1)
+    actual = log_density_ratio(*(a.astype("float32") for a in (z, z_log_var, eps)))
+    assert np.all(np.isfinite(ops.convert_to_numpy(actual)))
+    np.testing.assert_allclose(ops.convert_to_numpy(actual), expected, rtol=1e-4, atol=1e-2)
+
+
+def test_iwae_bound_is_above_the_elbo_on_the_same_samples_and_grows_with_k(batch):
+    keras.utils.set_random_seed(4)
+    vae, encoder, _ = build_bound_vae(mc_samples=600, objective="iwae", **SMALL)
+    eps = np.random.default_rng(5).standard_normal((16, 600, 3)).astype("float32")
+    x_logits, _ = vae([batch, eps])
+    z_mean, z_log_var = (ops.convert_to_numpy(t).astype("float64") for t in encoder(batch))
+    log_w = numpy_log_weights(batch, ops.convert_to_numpy(x_logits).astype("float64"), z_mean, z_log_var, eps)
+    means = {}
+    for k in (1, 5, 50):
+        groups = log_w[:, : (600 // k) * k].reshape(16, -1, k)
+        iwae = ops.convert_to_numpy(bound_from_log_weights(groups, "iwae"))
+        elbo = ops.convert_to_numpy(bound_from_log_weights(groups, "elbo"))
+        assert np.all(iwae >= elbo - 1e-4)
+        means[k] = iwae.mean()
+    assert means[1] < means[5] < means[50], means
+
+
+def test_monte_carlo_elbo_agrees_with_the_closed_form_kl_model(batch):
+    """The log-ratio ELBO and the main post's closed-form-KL ELBO have the same expectation."""
+    keras.utils.set_random_seed(6)
+    bound_vae, encoder, decoder = build_bound_vae(mc_samples=4000, objective="elbo", **SMALL)
+    main_vae, main_encoder, main_decoder = build_vae(mc_samples=4000, **SMALL)
+    main_encoder.set_weights(encoder.get_weights())
+    main_decoder.set_weights(decoder.get_weights())
+    x = batch[:4]
+    closed_form = negative_elbo_per_example(main_vae, main_encoder, x, seed=7)  # exact KL
+    eps = np.random.default_rng(8).standard_normal((4, 4000, 3)).astype("float32")
+    x_logits, log_ratio = bound_vae([x, eps])
+    z_mean, z_log_var = (ops.convert_to_numpy(t).astype("float64") for t in encoder(x))
+    log_w = numpy_log_weights(x, ops.convert_to_numpy(x_logits).astype("float64"), z_mean, z_log_var, eps)
+    monte_carlo = ops.convert_to_numpy(NegativeBound("elbo", reduction=None)(x, [x_logits, log_ratio]))
+    stderr = log_w.std(-1) / math.sqrt(4000)
+    # Both are estimates: allow 4 standard errors of the log-ratio one (the closed form's is smaller).
+    np.testing.assert_array_less(np.abs(monte_carlo - closed_form), 4 * stderr * math.sqrt(2))
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_one_argument_swaps_the_objective_and_the_kl_layer_steps_aside(objective):
+    vae, encoder, decoder = build_bound_vae(mc_samples=3, objective=objective, **SMALL)
+    assert isinstance(vae, BoundModel)
+    assert not any(isinstance(layer, KLDivergenceLayer) for layer in vae.layers)
+    assert any(isinstance(layer, LogDensityRatio) for layer in vae.layers)
+    assert [tuple(t.shape) for t in vae.outputs] == [(None, 3, 784), (None, 3)]
+    assert vae.get_layer("encoder") is encoder and vae.get_layer("decoder") is decoder
+
+
+def test_training_lowers_the_bound_and_the_model_round_trips(mnist_subset, tmp_path):
+    (x_train, _), (x_test, _) = mnist_subset
+    vae, _, _, history = train_bound_vae(
+        x_train, x_test[:200], verbose=0, objective="iwae", k=5, stages=2, batch_size=100, **SMALL
+    )
+    assert len(history["loss"]) == 4  # 1 + 3 epochs
+    assert history["loss"][-1] < history["loss"][0]
+    assert all(np.isfinite(history["val_loss"]))
+    path = tmp_path / "iwae.keras"
+    vae.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, BoundModel) and loaded.loss.objective == "iwae"
+    x = binarize_once(x_test[:50], seed=1)
+    eps = np.random.default_rng(9).standard_normal((50, 5, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.evaluate([x, eps], x, verbose=0), vae.evaluate([x, eps], x, verbose=0), rtol=1e-6)
+
+
+def test_paper_schedule_has_3280_epochs_and_decays_by_ten_every_seven_stages():
+    num_epochs, schedule = paper_schedule(8, steps_per_epoch=3000)
+    assert num_epochs == 3280
+    starts = np.cumsum([0] + [3**i for i in range(8)])[:-1] * 3000
+    rates = [float(schedule(int(step))) for step in starts]
+    np.testing.assert_allclose(rates, [1e-3 * 10 ** (-i / 7) for i in range(8)], rtol=1e-6)
+    assert float(schedule(int(starts[7]) - 1)) == pytest.approx(1e-3 * 10 ** (-6 / 7), rel=1e-6)
+    assert paper_schedule(1, steps_per_epoch=10) == (1, 1e-3)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: build_bound_vae(mc_samples=0), "mc_samples=0"),
+        (lambda: build_bound_vae(objective="vae"), "objective='vae'"),
+        (lambda: NegativeBound("kl"), "objective='kl'"),
+        (lambda: paper_schedule(0, 10), "stages=0"),
+        (lambda: train_bound_vae(np.zeros((4, 784), "float32"), k=0), "k=0"),
+        (lambda: train_bound_vae(np.zeros((4, 784), "float32"), mc_samples=3), "Unknown settings"),
+        (
+            lambda: LogDensityRatio()([keras.Input((3, 2)), keras.Input((4,)), keras.Input((3, 2))]),
+            "Expected `z` and `eps` of shape",
+        ),
+    ],
+    ids=["mc-samples-0", "unknown-objective", "loss-objective", "stages-0", "k-0", "unknown-setting", "shapes"],
+)
+def test_bad_settings_get_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -1,0 +1,140 @@
+"""The IWAE post's committed table, measurements and figures are current and consistent.
+
+Nothing here retrains to full length: the records' input hashes say whether
+the committed outputs are stale, a quick run on the committed MNIST subset
+checks that the scripts still produce every number the post reads, and the
+figures are redrawn from the committed measurements and compared.
+"""
+
+import json
+
+import pytest
+
+import mc_samples_experiments
+import plot_iwae
+import provenance
+import train_iwae_table
+from conftest import MNIST_SUBSET_DIR, run_python
+from mnist_data import resolve_mnist_dir
+
+TABLE = train_iwae_table.OUTPUT_DIR / train_iwae_table.RECORD_NAME
+full_mnist = pytest.mark.skipif(
+    resolve_mnist_dir() is None, reason="the records hash the full MNIST files; set MNIST_DIR or add ../shared"
+)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return json.loads(TABLE.read_text())
+
+
+@full_mnist
+def test_table_matches_its_inputs():
+    result = run_python(["scripts/train_iwae_table.py", "--check"])
+    assert result.returncode == 0, f"results/iwae is stale: {result.stderr.strip()[-500:]}"
+
+
+@full_mnist
+def test_experiments_match_their_inputs():
+    result = run_python(["scripts/mc_samples_experiments.py", "--check"])
+    assert result.returncode == 0, f"results/iwae/experiments.json is stale: {result.stderr.strip()[-500:]}"
+
+
+def test_table_rows_are_complete_and_consistent(table):
+    assert set(table["rows"]) == set(train_iwae_table.ROWS)
+    for name, row in table["rows"].items():
+        assert row["paper_test_nll"] == train_iwae_table.PAPER_TEST_NLL[name]
+        assert row["settings"]["objective"] == train_iwae_table.ROWS[name]["objective"]
+        assert row["settings"]["k"] == train_iwae_table.ROWS[name]["k"]
+        assert row["num_epochs"] == sum(3**i for i in range(row["settings"]["stages"]))
+        assert row["evaluation"] == train_iwae_table.EVALUATION
+        assert 0 < row["test_nll_monte_carlo_stderr"] < row["test_nll_stderr_over_examples"] < 1
+        # -L_k on the same binarised test images bounds the K = 5000 estimate from above.
+        assert row["final_test_negative_bound"] > row["test_nll"] - 3 * row["test_nll_monte_carlo_stderr"], name
+        # 784 log 2 = 543 nats is a coin per pixel; the paper's 3,280 epochs are out of reach.
+        assert row["paper_test_nll"] < row["test_nll"] < 543
+
+
+def test_quick_table_run_writes_every_number_the_post_needs(table, tmp_path):
+    env = {"MNIST_DIR": str(MNIST_SUBSET_DIR)}
+    result = run_python(
+        ["scripts/train_iwae_table.py", "--quick", "--rows", "iwae-k5", "--output-dir", tmp_path], env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    quick = json.loads((tmp_path / "table.json").read_text())["rows"]["iwae-k5"]
+    assert set(quick) == set(table["rows"]["iwae-k5"])
+    assert quick["num_epochs"] == 1 and quick["evaluation"]["num_samples"] == 20
+    assert (tmp_path / "iwae-k5" / "vae.keras").is_file()
+    again = run_python(
+        ["scripts/train_iwae_table.py", "--quick", "--rows", "iwae-k5", "--if-stale", "--output-dir", tmp_path],
+        env=env,
+    )
+    assert again.returncode == 0 and "nothing to train" in again.stdout
+
+
+def test_the_table_goes_stale_when_the_objective_changes(monkeypatch):
+    import importance_weighted
+
+    before = train_iwae_table.current_inputs("iwae-k5", 3)
+
+    def log_density_ratio(z, z_log_var, eps):  # a different (wrong) ratio
+        return 0.5 * importance_weighted.ops.sum(z_log_var, axis=-1)
+
+    monkeypatch.setattr(importance_weighted, "log_density_ratio", log_density_ratio)
+    after = train_iwae_table.current_inputs("iwae-k5", 3)
+    assert provenance.stale_inputs({"inputs": before}, after) == ["importance_weighted.log_density_ratio"]
+
+
+def test_experiments_cover_every_setting():
+    record = json.loads(mc_samples_experiments.RECORD_PATH.read_text())
+    settings = mc_samples_experiments.SETTINGS
+    assert record["settings"] == settings
+    variance = record["gradient_variance"]
+    for objective in ("elbo", "iwae"):
+        assert sorted(map(int, variance[objective])) == settings["gradient_variance"]["mc_samples"]
+    for budget in ("fixed_steps", "fixed_time"):
+        assert len(record["grid"][budget]) == len(settings["grid"]["batch_sizes"]) * len(settings["grid"]["mc_samples"])
+    for cell in record["grid"]["fixed_steps"].values():
+        assert cell["steps"] == settings["grid"]["steps"]
+    for cell in record["grid"]["fixed_time"].values():
+        assert cell["seconds"] >= settings["grid"]["seconds"]
+    for row in settings["bounds"]["rows"]:
+        bounds = record["bounds"][row]
+        ks = settings["bounds"]["ks"]
+        assert bounds["k1"] == pytest.approx(bounds["elbo"], abs=1e-6)  # L_1 is the ELBO, same draws
+        assert all(bounds[f"k{a}"] <= bounds[f"k{b}"] + 0.05 for a, b in zip(ks, ks[1:], strict=False))
+    assert sorted(map(int, record["cost"])) == settings["cost"]["mc_samples"]
+
+
+def test_elbo_gradient_variance_falls_as_one_over_s():
+    variance = json.loads(mc_samples_experiments.RECORD_PATH.read_text())["gradient_variance"]["elbo"]
+    samples = sorted(map(int, variance))
+    first, last = variance[str(samples[0])]["total_variance"], variance[str(samples[-1])]["total_variance"]
+    ratio = (first / last) / (samples[-1] / samples[0])
+    assert 0.5 < ratio < 2.0, ratio  # 64 draws estimate a variance to about 18 %
+
+
+def test_iwae_figures_redraw_from_the_committed_measurements(tmp_path):
+    record = provenance.read_record(plot_iwae.OUTPUT_DIR / plot_iwae.RECORD_NAME)
+    assert not provenance.stale_inputs(record, plot_iwae.current_inputs(plot_iwae.EXPERIMENTS)), "run make site"
+    result = run_python(["scripts/plot_iwae.py", "--output-dir", tmp_path])
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in plot_iwae.FIGURES:
+        assert (tmp_path / name).read_bytes() == (plot_iwae.OUTPUT_DIR / name).read_bytes(), f"{name}: run make site"
+
+
+def test_quick_experiments_run_writes_every_measurement(tmp_path):
+    """The measurement script still runs end to end (tiny settings, the committed models, the MNIST subset)."""
+    output = tmp_path / "experiments.json"
+    result = run_python(
+        ["scripts/mc_samples_experiments.py", "--quick", "--output", output], env={"MNIST_DIR": str(MNIST_SUBSET_DIR)}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    quick = json.loads(output.read_text())
+    committed = json.loads(mc_samples_experiments.RECORD_PATH.read_text())
+    assert set(quick) == set(committed)
+    assert set(quick["bounds"]["iwae-k50"]) == {"elbo", "k1", "k10", "k100"}
+    assert len(quick["reconstructions"]["samples"]) == 3 and len(quick["reconstructions"]["digit"]) == 784
+    figures = run_python(["scripts/plot_iwae.py", "--experiments", output, "--output-dir", tmp_path])
+    assert figures.returncode == 0, figures.stderr[-2000:]
+    assert all((tmp_path / name).stat().st_size > 1000 for name in plot_iwae.FIGURES)
