@@ -84,7 +84,7 @@ def plot_grid(results, path):
     batch_sizes = sorted({cell["batch_size"] for cell in cells})
     samples = sorted({cell["mc_samples"] for cell in cells})
     values = [cell["test_negative_elbo"] for cell in cells]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.8), constrained_layout=True)
     for ax, (budget, title) in zip(axes, budgets, strict=True):
         grid = np.array([[results[budget][f"b{b}-s{s}"]["test_negative_elbo"] for s in samples] for b in batch_sizes])
         image = ax.imshow(grid, cmap="viridis_r", vmin=min(values), vmax=max(values), origin="lower")
@@ -94,7 +94,7 @@ def plot_grid(results, path):
                 ax.text(
                     j,
                     i,
-                    f"{cell['test_negative_elbo']:.1f}\n{cell['epochs']:.1f} ep",
+                    f"{cell['test_negative_elbo']:.1f}\n({cell['train_negative_elbo']:.1f})\n{cell['epochs']:.1f} ep",
                     ha="center",
                     va="center",
                     color="black" if grid[i, j] < np.mean(values) else "white",

@@ -96,6 +96,9 @@ def test_experiments_cover_every_setting():
         assert len(record["grid"][budget]) == len(settings["grid"]["batch_sizes"]) * len(settings["grid"]["mc_samples"])
     for cell in record["grid"]["fixed_steps"].values():
         assert cell["steps"] == settings["grid"]["steps"]
+    for cell in [*record["grid"]["fixed_steps"].values(), *record["grid"]["fixed_time"].values()]:
+        # The post says train and test agree to a fraction of a nat (no overfitting yet).
+        assert abs(cell["train_negative_elbo"] - cell["test_negative_elbo"]) < 1.0, cell
     for cell in record["grid"]["fixed_time"].values():
         assert cell["seconds"] >= settings["grid"]["seconds"]
     for row in settings["bounds"]["rows"]:
