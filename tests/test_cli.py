@@ -20,6 +20,7 @@ PROGRAMS = [
     "listings/vae/visualize.py",
     "listings/vae/log_likelihood.py",
     "listings/vae/importance_weighted.py",
+    "listings/vae/kl_divergence.py",
     "scripts/make_diagrams.py",
     "scripts/make_mnist_subset.py",
     "scripts/train_main_post.py",
@@ -119,6 +120,7 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         ("scripts/train_iwae_table.py", ["--stages", "0"], SUBSET, ["--stages >= 1"]),
         ("scripts/mc_samples_experiments.py", ["--table-dir", "/nonexistent"], SUBSET, ["Missing input"]),
         ("scripts/plot_iwae.py", ["--experiments", "/nonexistent.json"], {}, ["run mc_samples_experiments.py"]),
+        ("listings/vae/kl_divergence.py", ["--samples", "0"], {}, ["samples=0", "positive integer"]),
     ],
     ids=[
         "train-mc-samples-0",
@@ -141,6 +143,7 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         "table-stages-0",
         "experiments-missing-models",
         "plot-iwae-missing-results",
+        "kl-samples-0",
     ],
 )
 def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path):

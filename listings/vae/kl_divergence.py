@@ -1,0 +1,244 @@
+"""KL-divergence layers: closed form, Monte Carlo, and an adversarial density ratio.
+
+Every estimator is a pass-through Keras layer with the same interface: it
+takes a dict of tensors, adds its estimate of ``KL[q(z|x) || p(z)]`` to the
+model's losses with `add_loss` (in nats, summed over the latent dimensions,
+averaged over the batch and the Monte Carlo samples) and returns its inputs
+unchanged. Which tensors it reads:
+
+* `ClosedFormKL`: ``z_mean`` and ``z_log_var`` (a diagonal Gaussian ``q``
+  against the standard normal prior);
+* `MonteCarloKL`: ``z`` (batch, samples, latent_dim), ``z_mean`` and
+  ``z_log_var``; the estimate is the mean of ``log q(z|x) - log p(z)`` at the
+  sampled ``z``, so any posterior with a density works;
+* `AdversarialKL`: ``x`` and ``z``; a discriminator ``T(x, z)`` trained to tell
+  ``z ~ q(z|x)`` from ``z ~ p(z)`` with the logistic loss is, at its optimum,
+  ``log q(z|x) - log p(z)`` (Mescheder, Nowozin & Geiger 2017), so the mean of
+  ``T`` estimates the KL without any density of ``q``.
+
+`make_kl_layer(estimator)` picks one by name. Run ``python kl_divergence.py`` to
+compare the three on a pair of Gaussians whose KL is known.
+"""
+
+import argparse
+import math
+import sys
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from variational_autoencoder import PACKAGE, check_positive_int, gaussian_kl_divergence
+
+ESTIMATORS = ("closed_form", "monte_carlo", "adversarial")
+
+
+# [start kl-interface]
+def gaussian_log_density(z, mean, log_var):
+    """``log N(z; mean, diag(exp(log_var)))``, summed over the last axis, in nats."""
+    return -0.5 * ops.sum(math.log(2 * math.pi) + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1)
+
+
+class KLDivergence(layers.Layer):
+    """Base class: a pass-through layer that adds ``mean(kl_terms(inputs))`` as a loss.
+
+    Subclasses name the tensors they read in ``required`` and implement
+    ``kl_terms(inputs)``, which returns the estimate per example (and per
+    sample, if any), in nats summed over the latent dimensions.
+    """
+
+    required = ()
+
+    def check_inputs(self, inputs):
+        if not isinstance(inputs, dict) or not set(self.required) <= set(inputs):
+            received = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+            raise ValueError(
+                f"{type(self).__name__} expects a dict with the tensors {list(self.required)}. Received: {received}"
+            )
+
+    def build(self, input_shape):
+        self.check_inputs(input_shape)
+
+    def call(self, inputs):
+        self.check_inputs(inputs)
+        self.add_loss(ops.mean(self.kl_terms(inputs)))
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def kl_terms(self, inputs):
+        raise NotImplementedError
+
+
+# [end kl-interface]
+
+
+# [start kl-estimators]
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ClosedFormKL(KLDivergence):
+    """``KL[N(z_mean, diag(exp(z_log_var))) || N(0, I)]`` in closed form, per example."""
+
+    required = ("z_mean", "z_log_var")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if tuple(input_shape["z_mean"]) != tuple(input_shape["z_log_var"]):
+            raise ValueError(
+                "Expected `z_mean` and `z_log_var` of the same shape. "
+                f"Received: {input_shape['z_mean']} and {input_shape['z_log_var']}"
+            )
+
+    def kl_terms(self, inputs):
+        return gaussian_kl_divergence(inputs["z_mean"], inputs["z_log_var"])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MonteCarloKL(KLDivergence):
+    """``log q(z|x) - log p(z)`` at each sampled ``z``, for a diagonal Gaussian ``q`` and ``p = N(0, I)``.
+
+    Override `log_posterior` or `log_prior` for other densities (a flow's
+    ``q``, a mixture prior): the estimate needs nothing else.
+    """
+
+    required = ("z", "z_mean", "z_log_var")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        z_shape, mean_shape = tuple(input_shape["z"]), tuple(input_shape["z_mean"])
+        if len(z_shape) != 3 or z_shape[-1] != mean_shape[-1] or tuple(input_shape["z_log_var"]) != mean_shape:
+            raise ValueError(
+                "Expected `z` of shape (batch, samples, latent_dim) and `z_mean`, `z_log_var` of shape "
+                f"(batch, latent_dim). Received: z={z_shape}, z_mean={mean_shape}, "
+                f"z_log_var={tuple(input_shape['z_log_var'])}"
+            )
+
+    def log_posterior(self, inputs):
+        z_mean, z_log_var = (ops.expand_dims(inputs[name], axis=-2) for name in ("z_mean", "z_log_var"))
+        return gaussian_log_density(inputs["z"], z_mean, z_log_var)
+
+    def log_prior(self, inputs):
+        return gaussian_log_density(inputs["z"], 0.0, ops.zeros_like(inputs["z"]))
+
+    def kl_terms(self, inputs):
+        return self.log_posterior(inputs) - self.log_prior(inputs)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AdversarialKL(KLDivergence):
+    """The mean of a discriminator ``T(x, z)`` trained to separate ``z ~ q(z|x)`` from ``z ~ p(z)``.
+
+    With the logistic loss, the optimal ``T`` is ``log q(z|x) - log p(z)``,
+    so its mean over ``z ~ q`` estimates the KL. The discriminator is a
+    Keras model with inputs ``[x, z]`` (``z`` of shape (batch, samples,
+    latent_dim)) and output shape (batch, samples); it is trained separately
+    (see `discriminator_loss`) and only read here.
+    """
+
+    required = ("x", "z")
+
+    def __init__(self, discriminator, **kwargs):
+        super().__init__(**kwargs)
+        check_discriminator(discriminator)
+        self.discriminator = discriminator
+
+    def kl_terms(self, inputs):
+        return self.discriminator([inputs["x"], inputs["z"]])
+
+    def get_config(self):
+        return {**super().get_config(), "discriminator": keras.saving.serialize_keras_object(self.discriminator)}
+
+    @classmethod
+    def from_config(cls, config):
+        config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
+        return cls(**config)
+
+
+# [end kl-estimators]
+
+
+def check_discriminator(discriminator):
+    """A clear error unless ``discriminator`` maps ``[x, z]`` to one value per sample."""
+    if not isinstance(discriminator, keras.Model) or len(discriminator.inputs) != 2:
+        raise ValueError(f"Expected a Keras model with inputs [x, z]. Received: {discriminator!r}")
+    z_shape, out_shape = tuple(discriminator.inputs[1].shape), tuple(discriminator.outputs[0].shape)
+    if out_shape != z_shape[:-1]:
+        raise ValueError(
+            "Expected the discriminator to output one value per sample of z, shape "
+            f"{z_shape[:-1]}. Received: output shape {out_shape}"
+        )
+    return discriminator
+
+
+# [start discriminator]
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BroadcastToSamples(layers.Layer):
+    """``x`` of shape (batch, dim) repeated along the samples axis of ``z``: (batch, samples, dim)."""
+
+    def call(self, inputs):
+        x, z = inputs
+        return ops.expand_dims(x, -2) + ops.zeros_like(z[..., :1])
+
+    def compute_output_shape(self, input_shape):
+        x_shape, z_shape = input_shape
+        return (*z_shape[:-1], x_shape[-1])
+
+
+def build_discriminator(data_dim, latent_dim, hidden_units=64, hidden_layers=2, name="discriminator"):
+    """``T(x, z)``: an MLP on ``x`` joined to each sample of ``z``, one logit per sample."""
+    for arg, value in (("data_dim", data_dim), ("latent_dim", latent_dim), ("hidden_units", hidden_units)):
+        check_positive_int(arg, value)
+    x = keras.Input(shape=(data_dim,), name="x")
+    z = keras.Input(shape=(None, latent_dim), name="z")
+    h = layers.Concatenate(name="xz")([BroadcastToSamples(name="x_per_sample")([x, z]), z])
+    for i in range(hidden_layers):
+        h = layers.Dense(hidden_units, activation="relu", name=f"hidden_{i + 1}")(h)
+    t = layers.Dense(1, name="logit")(h)
+    t = layers.Reshape((-1,), name="t")(t)
+    return keras.Model([x, z], t, name=name)
+
+
+def discriminator_loss(t_posterior, t_prior):
+    """Logistic loss: label 1 for ``z ~ q(z|x)``, 0 for ``z ~ p(z)``, from the logits ``T``.
+
+    ``softplus(-T)`` is ``-log sigmoid(T)`` and ``softplus(T)`` is
+    ``-log(1 - sigmoid(T))``, both finite for any ``T``.
+    """
+    return ops.mean(ops.softplus(-t_posterior)) + ops.mean(ops.softplus(t_prior))
+
+
+# [end discriminator]
+
+
+def make_kl_layer(estimator, discriminator=None, **kwargs):
+    """The KL layer for ``estimator`` (one of `ESTIMATORS`); ``kwargs`` go to the layer."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"Expected an estimator in {ESTIMATORS}. Received: {estimator!r}")
+    if estimator == "adversarial":
+        if discriminator is None:
+            raise ValueError("The adversarial estimator needs a `discriminator` model T(x, z)")
+        return AdversarialKL(discriminator, **kwargs)
+    return {"closed_form": ClosedFormKL, "monte_carlo": MonteCarloKL}[estimator](**kwargs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=10000, help="Monte Carlo samples (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        check_positive_int("samples", args.samples)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    rng = np.random.default_rng(0)
+    z_mean = np.array([[1.0, -0.5]], "float32")
+    z_log_var = np.array([[-1.0, 0.5]], "float32")
+    z = z_mean[:, None] + np.exp(0.5 * z_log_var)[:, None] * rng.standard_normal((1, args.samples, 2), "float32")
+    inputs = {"z": z, "z_mean": z_mean, "z_log_var": z_log_var}
+    for layer in (ClosedFormKL(), MonteCarloKL()):
+        layer(inputs)
+        print(f"{type(layer).__name__}: {float(layer.losses[0]):.4f} nats")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
