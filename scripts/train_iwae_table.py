@@ -173,7 +173,7 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all six)")
-    parser.add_argument("--stages", type=int, default=3, help="stages of the paper's schedule (default: %(default)s)")
+    parser.add_argument("--stages", type=int, default=None, help="stages of the paper's schedule (default: 3)")
     parser.add_argument("--paper-schedule", action="store_true", help="all 8 stages, 3,280 epochs, as in Burda et al.")
     parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: results/iwae)")
     parser.add_argument("--if-stale", action="store_true", help="run only the rows whose inputs changed")
@@ -184,10 +184,13 @@ def main(argv=None):
     unknown = [row for row in rows if row not in ROWS]
     if unknown or not rows:
         parser.exit(2, f"{parser.prog}: error: unknown rows {unknown}; expected some of {', '.join(ROWS)}\n")
-    if args.paper_schedule:
-        args.stages = 8
+    if args.paper_schedule and args.stages is not None:
+        parser.exit(2, f"{parser.prog}: error: give --stages or --paper-schedule, not both\n")
+    args.stages = 8 if args.paper_schedule else 3 if args.stages is None else args.stages
     if args.stages < 1:
         parser.exit(2, f"{parser.prog}: error: expected --stages >= 1, received {args.stages}\n")
+    if args.quick and pathlib.Path(args.output_dir).resolve() == OUTPUT_DIR.resolve():
+        parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
     evaluation = EVALUATION
     if args.quick:
         args.stages, evaluation = 1, {**EVALUATION, "num_samples": 20, "num_examples": 100}

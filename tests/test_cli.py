@@ -121,6 +121,9 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         ("scripts/mc_samples_experiments.py", ["--table-dir", "/nonexistent"], SUBSET, ["Missing input"]),
         ("scripts/plot_iwae.py", ["--experiments", "/nonexistent.json"], {}, ["run mc_samples_experiments.py"]),
         ("listings/vae/kl_divergence.py", ["--samples", "0"], {}, ["samples=0", "positive integer"]),
+        ("scripts/train_iwae_table.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+        ("scripts/mc_samples_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output"]),
+        ("scripts/train_iwae_table.py", ["--stages", "2", "--paper-schedule"], SUBSET, ["not both"]),
     ],
     ids=[
         "train-mc-samples-0",
@@ -144,6 +147,9 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         "experiments-missing-models",
         "plot-iwae-missing-results",
         "kl-samples-0",
+        "table-quick-over-committed",
+        "experiments-quick-over-committed",
+        "table-stages-and-paper-schedule",
     ],
 )
 def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path):

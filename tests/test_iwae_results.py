@@ -100,7 +100,8 @@ def test_experiments_cover_every_setting():
         # The post says train and test agree to a fraction of a nat (no overfitting yet).
         assert abs(cell["train_negative_elbo"] - cell["test_negative_elbo"]) < 1.0, cell
     for cell in record["grid"]["fixed_time"].values():
-        assert cell["seconds"] >= settings["grid"]["seconds"]
+        # Stopped before a call of 50 steps would overrun the budget.
+        assert 0.5 * settings["grid"]["seconds"] < cell["seconds"] < 1.1 * settings["grid"]["seconds"], cell
     for row in settings["bounds"]["rows"]:
         bounds = record["bounds"][row]
         ks = settings["bounds"]["ks"]

@@ -312,8 +312,8 @@ def main(argv=None):
     parser.add_argument(
         "--stages",
         type=int,
-        default=IWAE_DEFAULTS["stages"],
-        help="stages of the schedule, 1 + 3 + ... + 3**(stages-1) epochs (default: %(default)s)",
+        default=None,
+        help=f"stages of the schedule, 1 + 3 + ... + 3**(stages-1) epochs (default: {IWAE_DEFAULTS['stages']})",
     )
     parser.add_argument("--paper-schedule", action="store_true", help="all 8 stages, 3,280 epochs, as in Burda et al.")
     parser.add_argument("--batch-size", type=int, default=IWAE_DEFAULTS["batch_size"], help="(default: %(default)s)")
@@ -324,10 +324,12 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="iwae_output", help="where to write (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.paper_schedule and args.stages is not None:
+        parser.exit(2, f"{parser.prog}: error: give --stages or --paper-schedule, not both\n")
     settings = {
         "objective": args.objective,
         "k": args.k,
-        "stages": 8 if args.paper_schedule else args.stages,
+        "stages": 8 if args.paper_schedule else IWAE_DEFAULTS["stages"] if args.stages is None else args.stages,
         "batch_size": args.batch_size,
         "seed": args.seed,
     }
