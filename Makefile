@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup site generated test serve benchmark iwae clean
+.PHONY: setup site generated test serve benchmark iwae avb clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,8 @@ generated: setup
 	@$(PYTHON) scripts/train_iwae_table.py --check || echo "warning: the IWAE table is stale; run make iwae"
 	@$(PYTHON) scripts/mc_samples_experiments.py --check || echo "warning: the IWAE post's measurements are stale; run make iwae"
 	@$(PYTHON) scripts/plot_iwae.py --if-stale
+	@$(PYTHON) scripts/avb_experiments.py --check || echo "warning: the AVB post's measurements are stale; run make avb"
+	@$(PYTHON) scripts/plot_avb.py --if-stale
 
 site: generated
 	$(VENV)/bin/nikola build --strict
@@ -43,6 +45,12 @@ iwae: setup
 	$(PYTHON) scripts/train_iwae_table.py --if-stale
 	$(PYTHON) scripts/mc_samples_experiments.py --if-stale
 	$(PYTHON) scripts/plot_iwae.py --if-stale
+
+# The AVB post's estimator curves, four-point models and MNIST table (about
+# half an hour on two cores; only the stale parts rerun).
+avb: setup
+	$(PYTHON) scripts/avb_experiments.py --if-stale
+	$(PYTHON) scripts/plot_avb.py --if-stale
 
 serve: site
 	$(VENV)/bin/nikola serve --address 127.0.0.1 --port 8000

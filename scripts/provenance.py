@@ -99,6 +99,15 @@ def stale_inputs(record, hashes):
     return sorted(key for key in set(hashes) | set(recorded) if recorded.get(key) != hashes.get(key))
 
 
+def describe_stale(stale, shown=3):
+    """One line for ``{name: [stale input, ...]}``: ``row: a, b, c and 2 more; other: d``."""
+    parts = []
+    for name, inputs in stale.items():
+        more = f" and {len(inputs) - shown} more" if len(inputs) > shown else ""
+        parts.append(f"{name}: {', '.join(inputs[:shown])}{more}")
+    return "; ".join(parts)
+
+
 def is_current(record_path, hashes, outputs=()):
     """True when the record matches ``hashes`` and every output file exists."""
     return not stale_inputs(read_record(record_path), hashes) and all(

@@ -209,11 +209,7 @@ def main(argv=None):
     stale = {row: names for row, names in stale.items() if names}
     if args.check:
         if stale:
-            details = "; ".join(
-                f"{row}: {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
-                for row, names in stale.items()
-            )
-            parser.exit(1, f"{parser.prog}: stale: {details}\n")
+            parser.exit(1, f"{parser.prog}: stale: {provenance.describe_stale(stale)}\n")
         print(f"{record_path} is current")
         return 0
     todo = [row for row in rows if row in stale] if args.if_stale else rows

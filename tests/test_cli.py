@@ -21,6 +21,7 @@ PROGRAMS = [
     "listings/vae/log_likelihood.py",
     "listings/vae/importance_weighted.py",
     "listings/vae/kl_divergence.py",
+    "listings/vae/avb.py",
     "scripts/make_diagrams.py",
     "scripts/make_mnist_subset.py",
     "scripts/train_main_post.py",
@@ -30,6 +31,8 @@ PROGRAMS = [
     "scripts/train_iwae_table.py",
     "scripts/mc_samples_experiments.py",
     "scripts/plot_iwae.py",
+    "scripts/avb_experiments.py",
+    "scripts/plot_avb.py",
 ]
 # Imported by the scripts; no command line of their own.
 LIBRARY_MODULES = {"scripts/provenance.py", "scripts/torch_reference.py", "scripts/epoch_timer.py"}
@@ -124,6 +127,19 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         ("scripts/train_iwae_table.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
         ("scripts/mc_samples_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output"]),
         ("scripts/train_iwae_table.py", ["--stages", "2", "--paper-schedule"], SUBSET, ["not both"]),
+        ("listings/vae/avb.py", ["--estimator", "kde"], SUBSET, ["Expected an estimator in", "Received: 'kde'"]),
+        (
+            "listings/vae/avb.py",
+            ["--estimator", "monte_carlo", "--posterior", "implicit"],
+            SUBSET,
+            ["only the adversarial estimator"],
+        ),
+        ("listings/vae/avb.py", ["--num-epochs", "0"], SUBSET, ["num_epochs=0"]),
+        ("listings/vae/avb.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
+        ("scripts/avb_experiments.py", ["--parts", "gan"], SUBSET, ["unknown parts", "estimators, toy, mnist"]),
+        ("scripts/avb_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+        ("scripts/avb_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
+        ("scripts/plot_avb.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "avb_experiments.py"]),
     ],
     ids=[
         "train-mc-samples-0",
@@ -150,12 +166,20 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         "table-quick-over-committed",
         "experiments-quick-over-committed",
         "table-stages-and-paper-schedule",
+        "avb-unknown-estimator",
+        "avb-implicit-without-adversary",
+        "avb-epochs-0",
+        "avb-missing-mnist-dir",
+        "avb-experiments-unknown-part",
+        "avb-experiments-quick-over-committed",
+        "avb-experiments-missing-mnist",
+        "plot-avb-missing-results",
     ],
 )
 def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path):
     result = run_python(
         [program, *args, "--output-dir", tmp_path]
-        if program.endswith(("train.py", "importance_weighted.py"))
+        if program.endswith(("train.py", "importance_weighted.py", "avb.py"))
         else [program, *args],
         env=env,
     )
@@ -206,3 +230,17 @@ def test_importance_weighted_cli_trains_and_its_model_is_estimated(tmp_path):
     )  # fmt: skip
     assert estimate.returncode == 0, estimate.stderr[-2000:]
     assert -543 < json.loads((tmp_path / "ll.json").read_text())["log_likelihood"] < -100
+
+
+def test_avb_cli_trains_an_implicit_posterior_and_saves_it(tmp_path):
+    result = run_python(
+        ["listings/vae/avb.py", "--estimator", "adversarial", "--posterior", "implicit", "--num-epochs", "1",
+         "--latent-dim", "2", "--output-dir", tmp_path, "--quiet"],
+        env=SUBSET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test kl_adversarial" in result.stdout and "rate: kl_adversarial" in result.stdout
+    negative_elbo = float(re.search(r"test negative ELBO \(rate: kl_adversarial\): ([\d.]+) nats", result.stdout)[1])
+    assert 100 < negative_elbo < 600
+    assert len(json.loads((tmp_path / "history.json").read_text())["loss"]) == 1
+    assert (tmp_path / "vae.keras").is_file()

@@ -9,6 +9,8 @@ from keras import ops
 from scipy.special import expit
 
 from kl_divergence import (
+    ADVERSARIAL_ESTIMATORS,
+    AdaptiveContrastKL,
     AdversarialKL,
     ClosedFormKL,
     MonteCarloKL,
@@ -105,14 +107,14 @@ def test_discriminator_loss_is_the_logistic_loss():
     np.testing.assert_allclose(float(discriminator_loss(moderate, moderate)), direct, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["closed_form", "monte_carlo", "adversarial"])
+@pytest.mark.parametrize("name", ["closed_form", "monte_carlo", "adversarial", "adaptive_contrast"])
 def test_each_layer_round_trips_through_a_keras_file(name, tmp_path):
     keras.utils.set_random_seed(2)
     x = keras.Input((3,), name="x")
     z_mean = keras.layers.Dense(2, name="z_mean")(x)
     z_log_var = keras.layers.Dense(2, name="z_log_var")(x)
     z = keras.Input((4, 2), name="z")
-    discriminator = build_discriminator(3, 2, hidden_units=8) if name == "adversarial" else None
+    discriminator = build_discriminator(3, 2, hidden_units=8) if name in ADVERSARIAL_ESTIMATORS else None
     outputs = make_kl_layer(name, discriminator=discriminator, name="kl")(
         {"x": x, "z": z, "z_mean": z_mean, "z_log_var": z_log_var}
     )
@@ -143,3 +145,41 @@ def test_bad_input_gets_clear_errors():
     wrong = keras.Model([x, z], keras.layers.Dense(5)(z))  # (batch, 4, 5), not (batch, 4)
     with pytest.raises(ValueError, match="one value per sample of z"):
         AdversarialKL(wrong)
+
+
+@pytest.mark.parametrize("mean, log_var", SETTINGS[:3], ids=["standard", "moderate", "extreme-a"])
+def test_adaptive_contrast_adds_the_fitted_gaussians_kl(mean, log_var):
+    """With T = 0 the estimate is E_q[log r - log p], r fitted to the samples: for a Gaussian q, its KL.
+
+    Tolerance: 4 standard errors of the Monte Carlo mean plus the bias of fitting r to the same
+    20,000 samples (of order latent_dim / samples).
+    """
+    samples = 20_000
+    discriminator = build_discriminator(3, 2, hidden_units=4)
+    for weight in discriminator.get_layer("logit").weights:
+        weight.assign(np.zeros(weight.shape))
+    eps = np.random.default_rng(5).standard_normal((1, samples, 2))
+    z = (mean[:, None] + np.exp(0.5 * log_var)[:, None] * eps).astype("float32")
+    layer = AdaptiveContrastKL(discriminator)
+    inputs = {"x": np.zeros((1, 3), "float32"), "z": z}
+    terms = ops.convert_to_numpy(layer.kl_terms({k: ops.convert_to_tensor(v) for k, v in inputs.items()}))
+    layer(inputs)
+    exact = numpy_gaussian_kl(mean, log_var).item()
+    assert np.all(np.isfinite(terms))
+    stderr = terms.std() / math.sqrt(samples)
+    assert abs(float(layer.losses[0]) - exact) < 4 * stderr + 2 / samples + 1e-3 * max(1.0, exact)
+
+
+def test_adaptive_contrast_needs_two_samples_per_example():
+    layer = AdaptiveContrastKL(build_discriminator(3, 2, hidden_units=4))
+    with pytest.raises(ValueError, match="needs `mc_samples` >= 2"):
+        layer({"x": np.zeros((2, 3), "float32"), "z": np.zeros((2, 1, 2), "float32")})
+
+
+def test_adaptive_contrast_cannot_tell_a_gaussian_q_from_the_prior():
+    """Standardised by their own moments, draws of any diagonal Gaussian equal the standardised
+    standard-normal draws they came from, so the optimal T is 0 for a Gaussian q at any sample size."""
+    eps = np.random.default_rng(6).standard_normal((3, 4, 2)).astype("float32")
+    z = np.array([1.5, -3.0], "float32") + np.array([0.2, 5.0], "float32") * eps
+    layer = AdaptiveContrastKL(build_discriminator(3, 2, hidden_units=4))
+    np.testing.assert_allclose(layer.contrast(z)[0], layer.prior_contrast(eps), atol=1e-4)

@@ -211,17 +211,18 @@ def test_performance_page_shows_the_measured_table_and_chart(browser, site_url):
 IWAE_POST_PATH = "posts/inference-in-variational-autoencoders-with-different-monte-carlo-sample-sizes/"
 
 
-def test_iwae_post_shows_its_figures_table_and_maths(browser, site_url):
-    visit = PageVisit(browser, site_url + IWAE_POST_PATH)
+def visit_post(browser, url, title, figures, min_math):
+    """Open a post; check its title, that all its maths typeset and every figure in ``figures`` loaded."""
+    visit = PageVisit(browser, url)
     page = visit.page
     assert visit.response.status == 200
-    assert "Monte Carlo Sample Sizes" in page.title()
+    assert title in page.title()
     page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
     page.evaluate("MathJax.startup.promise")
     untypeset = page.evaluate(
         "Array.from(document.querySelectorAll('.math')).filter(e => !e.querySelector('mjx-container svg')).length"
     )
-    assert page.locator(".math").count() >= 20 and untypeset == 0
+    assert page.locator(".math").count() >= min_math and untypeset == 0
     assert page.locator("mjx-merror, [data-mjx-error]").count() == 0
     text = page.locator("article").inner_text()
     assert "{{%" not in text and "SHORTCODE" not in text
@@ -233,9 +234,16 @@ def test_iwae_post_shows_its_figures_table_and_maths(browser, site_url):
     )
     images = page.evaluate("Array.from(document.images).map(img => [img.currentSrc || img.src, img.naturalWidth])")
     sources = " ".join(src for src, _ in images)
-    for name in ("bounds_vs_k.svg", "gradient_variance.svg", "batch_mc_grid.svg", "reconstructions.svg"):
+    for name in figures:
         assert name in sources, name
     assert [src for src, width in images if width == 0] == []
+    return visit
+
+
+def test_iwae_post_shows_its_figures_table_and_maths(browser, site_url):
+    figures = ("bounds_vs_k.svg", "gradient_variance.svg", "batch_mc_grid.svg", "reconstructions.svg")
+    visit = visit_post(browser, site_url + IWAE_POST_PATH, "Monte Carlo Sample Sizes", figures, min_math=20)
+    page = visit.page
     # The reproduction table: six rows, ours beside the paper's, both numbers.
     table = page.locator("table", has_text="Paper")
     rows = table.locator("tbody tr")
@@ -250,3 +258,30 @@ def test_iwae_post_shows_its_figures_table_and_maths(browser, site_url):
 def test_main_post_links_to_the_iwae_post(post_visit, site_url):
     hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
     assert site_url + IWAE_POST_PATH in hrefs
+
+
+AVB_POST_PATH = "posts/adversarial-variational-bayes-swapping-the-kl-layer/"
+
+
+def test_avb_post_shows_its_figures_tables_and_maths(browser, site_url):
+    figures = ("toy_posteriors.svg", "estimator_curves.svg", "avb_model.svg")
+    visit = visit_post(browser, site_url + AVB_POST_PATH, "Adversarial Variational Bayes", figures, min_math=20)
+    page = visit.page
+    # The MNIST table: six models, a test distortion each, an NLL exactly where q has a density.
+    table = page.locator("table", has_text="Distortion")
+    rows = table.locator("tbody tr")
+    assert rows.count() == 6
+    for index in range(6):
+        cells = rows.nth(index).locator("td").all_inner_texts()
+        assert 50 < float(cells[2]) < 543, cells
+        assert (cells[-2] == "none") == (cells[0] == "implicit"), cells
+    # The toy table: the implicit posterior's log-likelihood is above the Gaussian's, both below -log 4.
+    toy = page.locator("table", has_text="four-point").locator("tbody tr")
+    log_px = [float(toy.nth(i).locator("td").all_inner_texts()[1]) for i in range(2)]
+    assert log_px[0] < log_px[1] < -1.38, log_px
+    assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
+
+
+def test_main_post_links_to_the_avb_post(post_visit, site_url):
+    hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
+    assert site_url + AVB_POST_PATH in hrefs

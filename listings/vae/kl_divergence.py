@@ -1,4 +1,4 @@
-"""KL-divergence layers: closed form, Monte Carlo, and an adversarial density ratio.
+"""KL-divergence layers: closed form, Monte Carlo, and adversarial density ratios.
 
 Every estimator is a pass-through Keras layer with the same interface: it
 takes a dict of tensors, adds its estimate of ``KL[q(z|x) || p(z)]`` to the
@@ -11,34 +11,34 @@ unchanged. Which tensors it reads:
 * `MonteCarloKL`: ``z`` (batch, samples, latent_dim), ``z_mean`` and
   ``z_log_var``; the estimate is the mean of ``log q(z|x) - log p(z)`` at the
   sampled ``z``, so any posterior with a density works;
-* `AdversarialKL`: ``x`` and ``z``; a discriminator ``T(x, z)`` trained to tell
-  ``z ~ q(z|x)`` from ``z ~ p(z)`` with the logistic loss is, at its optimum,
-  ``log q(z|x) - log p(z)`` (Mescheder, Nowozin & Geiger 2017), so the mean of
-  ``T`` estimates the KL without any density of ``q``.
+* `AdversarialKL`: ``x`` and ``z`` (and ``z_prior``, draws from ``p(z)``, to
+  train the discriminator in the same step); a discriminator ``T(x, z)``
+  trained to tell ``z ~ q(z|x)`` from ``z ~ p(z)`` with the logistic loss is,
+  at its optimum, ``log q(z|x) - log p(z)`` (Mescheder, Nowozin & Geiger
+  2017), so the mean of ``T`` estimates the KL without any density of ``q``;
+* `AdaptiveContrastKL`: the same, with ``T`` comparing ``q`` against a
+  Gaussian fitted to its samples rather than against the prior, and that
+  Gaussian's part of the KL added by formula (their "adaptive contrast").
 
 `make_kl_layer(estimator)` picks one by name. Run ``python kl_divergence.py`` to
 compare the three on a pair of Gaussians whose KL is known.
 """
 
 import argparse
-import math
 import sys
 
 import keras
 import numpy as np
 from keras import layers, ops
 
+from log_likelihood import gaussian_log_density
 from variational_autoencoder import PACKAGE, check_positive_int, gaussian_kl_divergence
 
-ESTIMATORS = ("closed_form", "monte_carlo", "adversarial")
+ESTIMATORS = ("closed_form", "monte_carlo", "adversarial", "adaptive_contrast")
+ADVERSARIAL_ESTIMATORS = ("adversarial", "adaptive_contrast")
 
 
 # [start kl-interface]
-def gaussian_log_density(z, mean, log_var):
-    """``log N(z; mean, diag(exp(log_var)))``, summed over the last axis, in nats."""
-    return -0.5 * ops.sum(math.log(2 * math.pi) + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1)
-
-
 class KLDivergence(layers.Layer):
     """Base class: a pass-through layer that adds ``mean(kl_terms(inputs))`` as a loss.
 
@@ -131,8 +131,17 @@ class AdversarialKL(KLDivergence):
     With the logistic loss, the optimal ``T`` is ``log q(z|x) - log p(z)``,
     so its mean over ``z ~ q`` estimates the KL. The discriminator is a
     Keras model with inputs ``[x, z]`` (``z`` of shape (batch, samples,
-    latent_dim)) and output shape (batch, samples); it is trained separately
-    (see `discriminator_loss`) and only read here.
+    latent_dim)) and output shape (batch, samples).
+
+    The layer adds the KL estimate ``mean T(x, z)``, whose gradient reaches
+    the encoder through ``z`` but not the discriminator's weights: it is
+    written ``T(x, z) - T(x, sg(z)) + sg(T(x, sg(z)))`` with ``sg`` =
+    `ops.stop_gradient`, whose value is ``T(x, z)`` and whose two gradients
+    with respect to the discriminator's weights cancel. Given ``z_prior`` as
+    well (draws from ``p(z)`` of the shape of ``z``), it also adds the
+    logistic loss of ``T`` on ``(x, z)`` against ``(x, z_prior)``, whose
+    gradient reaches the discriminator's weights but not the encoder: the
+    discriminator then trains in the same model and optimiser step.
     """
 
     required = ("x", "z")
@@ -142,8 +151,38 @@ class AdversarialKL(KLDivergence):
         check_discriminator(discriminator)
         self.discriminator = discriminator
 
+    def build(self, input_shape):
+        super().build(input_shape)
+        if "z_prior" in input_shape and tuple(input_shape["z_prior"])[1:] != tuple(input_shape["z"])[1:]:
+            raise ValueError(
+                "Expected `z_prior` of the shape of `z`. "
+                f"Received: z_prior={tuple(input_shape['z_prior'])}, z={tuple(input_shape['z'])}"
+            )
+
+    def contrast(self, z):
+        """What ``T`` sees of ``z`` (here ``z`` itself) and the part of the estimate with a formula (none)."""
+        return z, 0.0
+
+    def prior_contrast(self, z_prior):
+        """What ``T`` sees of the prior's draws (here the draws themselves)."""
+        return z_prior
+
     def kl_terms(self, inputs):
-        return self.discriminator([inputs["x"], inputs["z"]])
+        z_seen, known = self.contrast(inputs["z"])
+        return self.discriminator([inputs["x"], z_seen]) + known
+
+    def call(self, inputs):
+        self.check_inputs(inputs)
+        x = inputs["x"]
+        z_seen, known = self.contrast(inputs["z"])
+        t_posterior = self.discriminator([x, z_seen])
+        t_posterior_fixed = self.discriminator([x, ops.stop_gradient(z_seen)])
+        kl_for_encoder = t_posterior - t_posterior_fixed + ops.stop_gradient(t_posterior_fixed) + known
+        self.add_loss(ops.mean(kl_for_encoder))
+        if "z_prior" in inputs:
+            t_prior = self.discriminator([x, self.prior_contrast(inputs["z_prior"])])
+            self.add_loss(discriminator_loss(t_posterior_fixed, t_prior))
+        return inputs
 
     def get_config(self):
         return {**super().get_config(), "discriminator": keras.saving.serialize_keras_object(self.discriminator)}
@@ -152,6 +191,58 @@ class AdversarialKL(KLDivergence):
     def from_config(cls, config):
         config["discriminator"] = keras.saving.deserialize_keras_object(config["discriminator"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AdaptiveContrastKL(AdversarialKL):
+    """The adversarial estimate against a Gaussian ``r(z|x)`` fitted to ``q``, plus ``r``'s own term.
+
+    ``KL[q || p] = E_q[log q - log r] + E_q[log r - log p]`` for any ``r``.
+    With ``r`` the Gaussian with the mean and variance of the samples of
+    ``z`` of each example (held constant: no gradient through them), the
+    second term has a formula, and the first, which ``T`` must learn, is
+    the KL of ``q`` from a Gaussian with its moments: small unless ``q`` is
+    far from Gaussian, however far ``q`` is from the prior. ``T`` compares
+    the samples of ``z`` standardised by their moments with the samples of
+    ``z_prior`` (standard normal) standardised by theirs, so for a Gaussian
+    ``q`` the two are indistinguishable for any number of samples.
+    Mescheder et al. call this adaptive contrast. It needs at least two
+    samples of ``z`` per example; fitting ``r`` to the same few samples it
+    scores biases the estimate up by O(latent_dim / samples) nats.
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        check_contrast_samples(tuple(input_shape["z"])[1])
+
+    def contrast(self, z):
+        """``z`` standardised by ``r``, and ``log r(z|x) - log p(z)`` per sample."""
+        z_standard, z_mean, z_log_var = standardise(z)
+        log_ratio = gaussian_log_density(z, z_mean, z_log_var) - gaussian_log_density(z, 0.0, ops.zeros_like(z))
+        return z_standard, log_ratio
+
+    def prior_contrast(self, z_prior):
+        return standardise(z_prior)[0]
+
+
+def standardise(z):
+    """``z`` (batch, samples, latent_dim) minus its mean over the samples, over its standard deviation.
+
+    Returns the standardised samples and the (constant: no gradient) mean
+    and log variance.
+    """
+    z_mean = ops.stop_gradient(ops.mean(z, axis=-2, keepdims=True))
+    z_log_var = ops.stop_gradient(ops.log(ops.var(z, axis=-2, keepdims=True) + 1e-8))
+    return (z - z_mean) * ops.exp(-0.5 * z_log_var), z_mean, z_log_var
+
+
+def check_contrast_samples(samples):
+    """A clear error unless there are at least two samples per example to fit ``r`` to."""
+    if samples is not None and samples < 2:
+        raise ValueError(
+            "Adaptive contrast fits r(z|x) to the samples of z of each example, so it needs "
+            f"`mc_samples` >= 2. Received: {samples} sample per example"
+        )
 
 
 # [end kl-estimators]
@@ -185,13 +276,27 @@ class BroadcastToSamples(layers.Layer):
 
 
 def build_discriminator(data_dim, latent_dim, hidden_units=64, hidden_layers=2, name="discriminator"):
-    """``T(x, z)``: an MLP on ``x`` joined to each sample of ``z``, one logit per sample."""
-    for arg, value in (("data_dim", data_dim), ("latent_dim", latent_dim), ("hidden_units", hidden_units)):
+    """``T(x, z)``: an MLP on ``x`` joined to each sample of ``z``, one logit per sample.
+
+    The first layer is a dense layer on the concatenation ``[x, z]``, written
+    as the sum of a projection of ``x``, computed once per example, and a
+    projection of each sample of ``z``: the same function, without copying
+    ``x`` and multiplying it by the same weights once per sample.
+    """
+    for arg, value in (
+        ("data_dim", data_dim),
+        ("latent_dim", latent_dim),
+        ("hidden_units", hidden_units),
+        ("hidden_layers", hidden_layers),
+    ):
         check_positive_int(arg, value)
     x = keras.Input(shape=(data_dim,), name="x")
     z = keras.Input(shape=(None, latent_dim), name="z")
-    h = layers.Concatenate(name="xz")([BroadcastToSamples(name="x_per_sample")([x, z]), z])
-    for i in range(hidden_layers):
+    x_projection = layers.Dense(hidden_units, name="x_projection")(x)
+    z_projection = layers.Dense(hidden_units, use_bias=False, name="z_projection")(z)
+    h = layers.Add(name="xz")([BroadcastToSamples(name="x_per_sample")([x_projection, z]), z_projection])
+    h = layers.Activation("relu", name="hidden_1")(h)
+    for i in range(1, hidden_layers):
         h = layers.Dense(hidden_units, activation="relu", name=f"hidden_{i + 1}")(h)
     t = layers.Dense(1, name="logit")(h)
     t = layers.Reshape((-1,), name="t")(t)
@@ -214,10 +319,11 @@ def make_kl_layer(estimator, discriminator=None, **kwargs):
     """The KL layer for ``estimator`` (one of `ESTIMATORS`); ``kwargs`` go to the layer."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"Expected an estimator in {ESTIMATORS}. Received: {estimator!r}")
-    if estimator == "adversarial":
+    if estimator in ADVERSARIAL_ESTIMATORS:
         if discriminator is None:
-            raise ValueError("The adversarial estimator needs a `discriminator` model T(x, z)")
-        return AdversarialKL(discriminator, **kwargs)
+            raise ValueError(f"The {estimator} estimator needs a `discriminator` model T(x, z)")
+        layer_class = {"adversarial": AdversarialKL, "adaptive_contrast": AdaptiveContrastKL}[estimator]
+        return layer_class(discriminator, **kwargs)
     return {"closed_form": ClosedFormKL, "monte_carlo": MonteCarloKL}[estimator](**kwargs)
 
 

@@ -1,0 +1,437 @@
+"""Train and measure what the Adversarial Variational Bayes post shows.
+
+Writes, in ``--output-dir`` (default ``results/avb``), one record per part,
+each with the SHA-256 of the inputs it came from:
+
+* ``estimators.json``: the three KL estimators on pairs of Gaussians whose KL
+  is known: the Monte Carlo estimator's per-sample spread, and the
+  discriminator's estimate ``mean T`` on held-out draws as it trains;
+* ``toy.json`` and ``toy/<model>.keras``: four one-hot points in R^4 with a
+  2-D latent space, fitted by a VAE with a Gaussian posterior (closed-form
+  KL) and by AVB with an implicit posterior; ``log p(x)`` of each point by
+  sampling the prior, and the negative ELBO;
+* ``mnist.json`` and ``mnist/<row>.keras``: the same model trained on MNIST
+  with each estimator (and the adversarial ones with the implicit posterior
+  too): test negative ELBO
+  with the exact KL where the posterior is Gaussian, the discriminator's KL
+  estimate where there is one, and the test log-likelihood by importance
+  sampling where ``q`` has a density.
+
+``--parts`` picks parts; ``--if-stale`` runs only the parts whose inputs
+changed; ``--check`` exits 1 when a record does not match its inputs;
+``--quick`` is a seconds-long run for tests (into another ``--output-dir``).
+"""
+
+import argparse
+import math
+import os
+import pathlib
+import platform
+import sys
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import provenance  # noqa: E402
+from mnist_data import MNISTError  # noqa: E402
+
+OUTPUT_DIR = REPO_ROOT / "results" / "avb"
+PARTS = ("estimators", "toy", "mnist")
+GAUSSIAN_PAIRS = {
+    "near-2d": {"mean": [1.0, -0.5], "log_var": [-1.0, 0.5]},
+    "far-2d": {"mean": [2.0, -2.0], "log_var": [-2.0, -2.0]},
+    "far-8d": {"mean": [2.0] * 8, "log_var": [-3.0] * 8},
+}
+SETTINGS = {
+    "estimators": {
+        "pairs": GAUSSIAN_PAIRS,
+        "num_train": 20000,
+        "num_held_out": 10000,
+        "batch_size": 500,
+        "epochs": 100,
+        "discriminator_units": 256,
+        "discriminator_layers": 2,
+        "learning_rate": 1e-3,
+        "seed": 0,
+    },
+    "toy": {
+        "models": {"gaussian": "closed_form", "implicit": "adversarial"},
+        "copies": 12500,
+        "num_epochs": 150,
+        "batch_size": 500,
+        "latent_dim": 2,
+        "intermediate_dim": 64,
+        "discriminator_units": 256,
+        "log_likelihood_samples": 100000,
+        "elbo_samples": 1000,
+        "seed": 0,
+    },
+    "mnist": {
+        "rows": {
+            "closed_form": {"estimator": "closed_form", "posterior": "gaussian"},
+            "monte_carlo": {"estimator": "monte_carlo", "posterior": "gaussian"},
+            "adversarial": {"estimator": "adversarial", "posterior": "gaussian"},
+            "adaptive_contrast": {"estimator": "adaptive_contrast", "posterior": "gaussian"},
+            "adversarial_implicit": {"estimator": "adversarial", "posterior": "implicit"},
+            "adaptive_contrast_implicit": {"estimator": "adaptive_contrast", "posterior": "implicit"},
+        },
+        "num_epochs": 30,
+        "mc_samples": 8,
+        "num_train": 60000,
+        "num_test": 10000,
+        "test_binarization_seed": 1,
+        "log_likelihood_samples": 1000,
+        "seed": 0,
+    },
+}
+QUICK = {
+    "estimators": {**SETTINGS["estimators"], "pairs": {"near-2d": GAUSSIAN_PAIRS["near-2d"]}, "epochs": 2,
+                   "num_train": 1000, "num_held_out": 500},
+    "toy": {**SETTINGS["toy"], "copies": 250, "num_epochs": 2, "log_likelihood_samples": 1000, "elbo_samples": 10},
+    "mnist": {**SETTINGS["mnist"], "num_epochs": 1, "num_train": 500, "num_test": 50,
+              "log_likelihood_samples": 10},
+}  # fmt: skip
+DEFINITIONS = {
+    "variational_autoencoder": [
+        "check_positive_int",
+        "gaussian_kl_divergence",
+        "BernoulliNegativeLogLikelihood",
+        "hidden_name",
+        "build_encoder",
+        "build_decoder",
+        "reparameterize",
+        "build_vae",
+    ],
+    "train": ["check_intensities", "binarize_once", "monte_carlo_batches"],
+    "epoch_timer": ["make_epoch_timer"],
+    "log_likelihood": [
+        "gaussian_log_density",
+        "log_importance_weights",
+        "samples_per_chunk",
+        "importance_sampled_log_likelihood",
+        "_logsumexp",
+        "vae_parts",
+        "vae_log_likelihood",
+    ],
+    "importance_weighted": ["log_density_ratio"],
+    "kl_divergence": [
+        "ESTIMATORS",
+        "ADVERSARIAL_ESTIMATORS",
+        "KLDivergence",
+        "ClosedFormKL",
+        "MonteCarloKL",
+        "AdversarialKL",
+        "AdaptiveContrastKL",
+        "standardise",
+        "check_contrast_samples",
+        "check_discriminator",
+        "BroadcastToSamples",
+        "build_discriminator",
+        "discriminator_loss",
+        "make_kl_layer",
+    ],
+    "avb": [
+        "POSTERIORS",
+        "AVB_DEFAULTS",
+        "check_estimator",
+        "build_implicit_encoder",
+        "build_kl_vae",
+        "kl_vae_batches",
+        "train_kl_vae",
+        "kl_vae_parts",
+        "evaluate_kl_vae",
+        "sample_gaussian",
+    ],
+}
+# What each part runs: the shared listings' definitions above, plus its own.
+PART_DEFINITIONS = {
+    "estimators": {
+        "kl_divergence": DEFINITIONS["kl_divergence"],
+        "variational_autoencoder": ["check_positive_int"],
+        "avb_experiments": ["numpy_gaussian_kl", "density_ratio_model", "estimators", "estimate_pair"],
+    },
+    "toy": {
+        **{module: names for module, names in DEFINITIONS.items() if module != "epoch_timer"},
+        "avb_experiments": ["prior_log_likelihood", "toy", "fresh_copy"],
+    },
+    "mnist": {**DEFINITIONS, "avb_experiments": ["fresh_copy", "gaussian_copy", "mnist"]},
+}
+
+
+def current_inputs(part, settings):
+    paths = []
+    if part == "mnist":
+        paths = [REPO_ROOT / "listings" / "vae" / "mnist_data.py", *provenance.mnist_data_files()]
+    hashes = provenance.input_hashes(paths, settings[part])
+    modules = {"avb_experiments": sys.modules[__name__]}
+    return {**hashes, **provenance.definition_hashes(PART_DEFINITIONS[part], modules)}
+
+
+def numpy_gaussian_kl(mean, log_var):
+    """KL[N(mean, diag(exp(log_var))) || N(0, I)] in nats, in float64."""
+    mean, log_var = np.asarray(mean, "float64"), np.asarray(log_var, "float64")
+    return float(0.5 * np.sum(np.exp(log_var) + mean**2 - 1.0 - log_var))
+
+
+def density_ratio_model(latent_dim, settings):
+    """A model whose only losses are those of an `AdversarialKL` fed ``z ~ q`` and ``z_prior ~ p``."""
+    from kl_divergence import AdversarialKL, build_discriminator
+
+    x = keras.Input((1,), name="x")  # no data: T depends on z only
+    z = keras.Input((1, latent_dim), name="z")
+    z_prior = keras.Input((1, latent_dim), name="z_prior")
+    units, hidden_layers = settings["discriminator_units"], settings["discriminator_layers"]
+    discriminator = build_discriminator(1, latent_dim, units, hidden_layers)
+    kl = AdversarialKL(discriminator, name="kl_divergence")
+    outputs = kl({"x": x, "z": z, "z_prior": z_prior})["z"]
+    return keras.Model([x, z, z_prior], outputs), discriminator
+
+
+def estimators(settings):
+    """Per pair: exact KL, Monte Carlo spread, and ``mean T`` on held-out draws after every epoch."""
+    rng = np.random.default_rng(settings["seed"])
+    results = {}
+    for name, pair in settings["pairs"].items():
+        results[name] = estimate_pair(pair, settings, rng)
+        r = results[name]
+        print(f"  {name}: KL {r['exact_kl']:.2f}, T {r['adversarial_final']:.2f}, MC sd {r['monte_carlo_sd']:.2f}")
+    return results
+
+
+def estimate_pair(pair, settings, rng):
+    """The estimators for ``q = N(mean, diag(exp(log_var)))`` against ``p = N(0, I)``."""
+    keras.utils.set_random_seed(settings["seed"])
+    mean, log_var = np.array(pair["mean"]), np.array(pair["log_var"])
+    std, dim, n = np.exp(0.5 * log_var), len(mean), settings["num_train"]
+
+    def log_ratio(z):
+        return np.sum(-0.5 * ((z - mean) / std) ** 2 - 0.5 * log_var + 0.5 * z**2, axis=-1)
+
+    z_q = (mean + std * rng.standard_normal((n, 1, dim))).astype("float32")
+    z_p = rng.standard_normal((n, 1, dim)).astype("float32")
+    held_out = (mean + std * rng.standard_normal((settings["num_held_out"], dim))).astype("float32")
+    mixed = np.concatenate([held_out, rng.standard_normal(held_out.shape).astype("float32")])
+    model, discriminator = density_ratio_model(dim, settings)
+    model.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]), jit_compile=True)
+
+    def t_of(points):
+        return ops.convert_to_numpy(discriminator([np.zeros((len(points), 1), "float32"), points[:, None]]))[:, 0]
+
+    curve = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: curve.append(float(t_of(held_out).mean())))
+    model.fit([np.zeros((n, 1), "float32"), z_q, z_p], epochs=settings["epochs"], batch_size=settings["batch_size"],
+              verbose=0, callbacks=[record])  # fmt: skip
+    terms, t_final = log_ratio(held_out.astype("float64")), t_of(held_out)
+    return {
+        "latent_dim": dim,
+        "exact_kl": numpy_gaussian_kl(mean, log_var),
+        "monte_carlo_mean": float(terms.mean()),
+        "monte_carlo_sd": float(terms.std()),
+        "steps_per_epoch": math.ceil(n / settings["batch_size"]),
+        "adversarial_curve": curve,
+        "adversarial_final": float(t_final.mean()),
+        "adversarial_sd": float(t_final.std()),
+        "adversarial_correlation": float(np.corrcoef(t_of(mixed), log_ratio(mixed.astype("float64")))[0, 1]),
+    }
+
+
+def prior_log_likelihood(decoder, x, num_samples, seed):
+    """``log p(x)`` by importance sampling with the prior as proposal (any encoder): ``(log_px, stderr)``."""
+    from log_likelihood import importance_sampled_log_likelihood
+    from variational_autoencoder import BernoulliNegativeLogLikelihood
+
+    nll = BernoulliNegativeLogLikelihood(reduction=None)
+    zeros = np.zeros((len(x), decoder.inputs[0].shape[-1]), "float32")
+    return importance_sampled_log_likelihood(
+        x, zeros, zeros, lambda x_batch, z: -nll(x_batch, decoder(z)), num_samples=num_samples, seed=seed
+    )
+
+
+def toy(settings, output_dir):
+    """Four one-hot points: a Gaussian-posterior VAE against AVB with an implicit posterior."""
+    from avb import evaluate_kl_vae, train_kl_vae
+
+    x_points = np.eye(4, dtype="float32")
+    x_train = np.tile(x_points, (settings["copies"], 1))
+    results = {"optimum_log_likelihood": -math.log(4)}
+    (output_dir / "toy").mkdir(parents=True, exist_ok=True)
+    for posterior, estimator in settings["models"].items():
+        start = time.perf_counter()
+        vae, _, decoder, history = train_kl_vae(
+            x_train, verbose=0, estimator=estimator, posterior=posterior, num_epochs=settings["num_epochs"],
+            batch_size=settings["batch_size"], latent_dim=settings["latent_dim"],
+            intermediate_dim=settings["intermediate_dim"], discriminator_units=settings["discriminator_units"],
+            seed=settings["seed"],
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        terms = evaluate_kl_vae(vae, x_points, mc_samples=settings["elbo_samples"], seed=settings["seed"])
+        log_px, stderr = prior_log_likelihood(decoder, x_points, settings["log_likelihood_samples"], settings["seed"])
+        kl = terms.get("kl_exact", terms.get("kl_adversarial"))
+        results[posterior] = {
+            "estimator": estimator,
+            "log_likelihood": log_px.tolist(),
+            "log_likelihood_stderr": stderr.tolist(),
+            "mean_log_likelihood": float(log_px.mean()),
+            "distortion": terms["distortion"].tolist(),
+            "kl": kl.tolist(),
+            "kl_kind": "exact" if "kl_exact" in terms else "adversarial estimate",
+            "mean_negative_elbo": float((terms["distortion"] + kl).mean()),
+            "final_train_loss": float(history["loss"][-1]),
+            "train_seconds": seconds,
+        }
+        fresh_copy(vae, estimator, posterior, settings).save(output_dir / "toy" / f"{posterior}.keras")
+        print(f"  toy {posterior}: mean log p(x) {log_px.mean():.3f} (optimum {-math.log(4):.3f}), {seconds:.0f} s")
+    return results
+
+
+def fresh_copy(vae, estimator, posterior, settings):
+    """An uncompiled `build_kl_vae` model with ``vae``'s weights (no optimiser state on disk)."""
+    from avb import AVB_DEFAULTS, build_kl_vae
+
+    s = {**AVB_DEFAULTS, **settings}
+    mc_samples = vae.inputs[1].shape[1]
+    fresh, _, _ = build_kl_vae(
+        estimator, posterior, vae.inputs[0].shape[-1], s["intermediate_dim"], s["latent_dim"], mc_samples,
+        s["hidden_layers"], s["activation"], s["discriminator_units"], s["discriminator_layers"],
+    )  # fmt: skip
+    fresh.set_weights(vae.get_weights())
+    return fresh
+
+
+def gaussian_copy(encoder, decoder, settings):
+    """A `build_vae` model holding a Gaussian encoder's and the decoder's weights, for `vae_log_likelihood`."""
+    from variational_autoencoder import build_vae
+
+    vae, copy_encoder, copy_decoder = build_vae(
+        decoder.outputs[0].shape[-1], settings["intermediate_dim"], settings["latent_dim"], 1,
+        settings["hidden_layers"], settings["activation"],
+    )  # fmt: skip
+    copy_encoder.set_weights(encoder.get_weights())
+    copy_decoder.set_weights(decoder.get_weights())
+    return vae
+
+
+def mnist(settings, output_dir):
+    """The same model trained with each estimator; test negative ELBO, KL estimates and log-likelihood."""
+    from avb import AVB_DEFAULTS, evaluate_kl_vae, train_kl_vae
+    from epoch_timer import make_epoch_timer
+    from log_likelihood import vae_log_likelihood
+    from mnist_data import flatten_and_scale, load_mnist
+    from train import binarize_once
+
+    (x_train, _), (x_test, _) = load_mnist()
+    x_train = flatten_and_scale(x_train[: settings["num_train"]])
+    x_test = binarize_once(flatten_and_scale(x_test[: settings["num_test"]]), settings["test_binarization_seed"])
+    results = {"defaults": AVB_DEFAULTS}
+    (output_dir / "mnist").mkdir(parents=True, exist_ok=True)
+    verbose = 1 if sys.stdout.isatty() else 2
+    for row, choice in settings["rows"].items():
+        print(f"  mnist {row} ...", flush=True)
+        timer = make_epoch_timer()
+        start = time.perf_counter()
+        vae, encoder, decoder, history = train_kl_vae(
+            x_train, verbose=verbose, callbacks=[timer], num_epochs=settings["num_epochs"], seed=settings["seed"],
+            mc_samples=settings["mc_samples"], **choice,
+        )  # fmt: skip
+        train_seconds = time.perf_counter() - start
+        terms = evaluate_kl_vae(vae, x_test, seed=settings["seed"])  # with the samples it trained with
+        result = {
+            **choice,
+            "num_epochs": len(timer.seconds),
+            "train_seconds": train_seconds,
+            "seconds_per_epoch": float(np.median(timer.seconds[1:] or timer.seconds)),
+            "final_train_loss": float(history["loss"][-1]),
+            "test_distortion": float(terms["distortion"].mean()),
+        }
+        if "kl_exact" in terms:
+            result["test_kl_exact"] = float(terms["kl_exact"].mean())
+            result["test_negative_elbo"] = float((terms["distortion"] + terms["kl_exact"]).mean())
+            result["test_negative_elbo_stderr"] = float(
+                (terms["distortion"] + terms["kl_exact"]).std() / math.sqrt(len(x_test))
+            )
+            start = time.perf_counter()
+            log_px, mc_stderr = vae_log_likelihood(
+                gaussian_copy(encoder, decoder, {**AVB_DEFAULTS, **choice}), x_test,
+                settings["log_likelihood_samples"], seed=settings["seed"], verbose=0,
+            )  # fmt: skip
+            result["test_nll"] = float(-log_px.mean())
+            result["test_nll_stderr"] = float(log_px.std() / math.sqrt(len(log_px)))
+            result["test_nll_monte_carlo_stderr"] = float(np.sqrt(np.nanmean(mc_stderr**2) / len(log_px)))
+            result["log_likelihood_seconds"] = time.perf_counter() - start
+        if "kl_adversarial" in terms:
+            result["test_kl_adversarial"] = float(terms["kl_adversarial"].mean())
+            result["test_negative_elbo_adversarial"] = float((terms["distortion"] + terms["kl_adversarial"]).mean())
+        results[row] = result
+        fresh_copy(vae, choice["estimator"], choice["posterior"], {}).save(output_dir / "mnist" / f"{row}.keras")
+        print(f"  mnist {row}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items() if isinstance(v, float)))
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts (default: all)")
+    parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: results/avb)")
+    parser.add_argument("--if-stale", action="store_true", help="run only the parts whose inputs changed")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a record does not match its inputs")
+    parser.add_argument("--quick", action="store_true", help="tiny settings, for tests")
+    args = parser.parse_args(argv)
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        parser.exit(2, f"{parser.prog}: error: unknown parts {unknown}; expected some of {', '.join(PARTS)}\n")
+    output_dir = pathlib.Path(args.output_dir)
+    if args.quick and output_dir.resolve() == OUTPUT_DIR.resolve():
+        parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
+    settings = QUICK if args.quick else SETTINGS
+    try:
+        inputs = {part: current_inputs(part, settings) for part in parts}
+    except MNISTError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    stale = {part: provenance.stale_inputs(provenance.read_record(output_dir / f"{part}.json"), inputs[part])
+             for part in parts}  # fmt: skip
+    stale = {part: names for part, names in stale.items() if names}
+    if args.check:
+        if stale:
+            parser.exit(1, f"{parser.prog}: stale: {provenance.describe_stale(stale)}\n")
+        print(f"{output_dir} is current")
+        return 0
+    todo = [part for part in parts if part in stale] if args.if_stale else parts
+    if not todo:
+        print(f"{output_dir} is current; nothing to run")
+        return 0
+
+    import tensorflow as tf
+
+    from train_main_post import describe_machine
+
+    for part in todo:
+        print(f"{part} ...", flush=True)
+        start = time.perf_counter()
+        if part == "estimators":
+            results = estimators(settings[part])
+        else:
+            results = {"toy": toy, "mnist": mnist}[part](settings[part], output_dir)
+        record = {
+            "settings": settings[part],
+            "results": results,
+            "seconds": time.perf_counter() - start,
+            "versions": {"python": platform.python_version(), "keras": keras.__version__,
+                         "keras_backend": keras.backend.backend(), "tensorflow": tf.__version__,
+                         "numpy": np.__version__},
+            "machine": describe_machine(),
+            "inputs": inputs[part],
+        }  # fmt: skip
+        provenance.write_record(output_dir / f"{part}.json", record)
+        print(f"{part}: {record['seconds']:.0f} s; wrote {output_dir / f'{part}.json'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

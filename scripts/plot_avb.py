@@ -1,0 +1,177 @@
+"""Draw the Adversarial Variational Bayes post's figures and model diagram.
+
+Reads ``results/avb/estimators.json`` and ``results/avb/toy.json`` and the
+toy models ``results/avb/toy/*.keras`` (from ``avb_experiments.py``) and
+writes, in ``--output-dir`` (default ``images/avb``):
+
+* ``toy_posteriors.svg``: samples of ``q(z|x)`` for the four one-hot points,
+  Gaussian posterior next to the implicit one;
+* ``estimator_curves.svg``: the discriminator's KL estimate against training
+  steps on pairs of Gaussians, with the exact KL and the Monte Carlo spread;
+* ``avb_model.svg``: the graph of `build_kl_vae("adversarial", "implicit")`,
+  drawn by graphviz from the model;
+* ``figures.json``: the record of the inputs they came from.
+
+With ``--if-stale`` it does nothing when the record matches the inputs.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import provenance  # noqa: E402
+from plot_iwae import save, setup_matplotlib  # noqa: E402
+
+RESULTS_DIR = REPO_ROOT / "results" / "avb"
+OUTPUT_DIR = REPO_ROOT / "images" / "avb"
+FIGURES = ("toy_posteriors.svg", "estimator_curves.svg", "avb_model.svg")
+RECORD_NAME = "figures.json"
+TOY_MODELS = ("gaussian", "implicit")
+TOY_TITLES = {"gaussian": "Gaussian q(z|x), closed-form KL", "implicit": "implicit q(z|x), adversarial KL"}
+PAIR_TITLES = {"near-2d": "2-D, close to the prior", "far-2d": "2-D, far from the prior", "far-8d": "8-D, far"}
+SETTINGS = {"toy_samples": 600, "seed": 0, "diagram": {"latent_dim": 2, "mc_samples": 5, "intermediate_dim": 64}}
+
+
+# The code a figure depends on besides its data: the samplers and the model the diagram draws.
+DEFINITIONS = {
+    "variational_autoencoder": ["hidden_name", "build_encoder", "build_decoder", "reparameterize"],
+    "kl_divergence": ["AdversarialKL", "BroadcastToSamples", "build_discriminator", "make_kl_layer"],
+    "avb": ["build_implicit_encoder", "build_kl_vae", "kl_vae_parts", "sample_gaussian"],
+    "make_diagrams": ["stable_node_names", "model_to_svg"],
+}
+
+
+def input_paths(results_dir):
+    results_dir = pathlib.Path(results_dir)
+    return [
+        results_dir / "estimators.json",
+        results_dir / "toy.json",
+        *(results_dir / "toy" / f"{name}.keras" for name in TOY_MODELS),
+        pathlib.Path(__file__),
+    ]
+
+
+def current_inputs(paths):
+    from make_diagrams import graphviz_version
+
+    hashes = provenance.input_hashes(paths, {**SETTINGS, "graphviz": graphviz_version()})
+    return {**hashes, **provenance.definition_hashes(DEFINITIONS)}
+
+
+def posterior_samples(vae, x, num_samples, seed):
+    """Draws of ``z ~ q(z|x)``, shape (len(x), num_samples, latent_dim), from any `build_kl_vae` model."""
+    import numpy as np
+    from keras import ops
+
+    from avb import kl_vae_parts, sample_gaussian
+
+    encoder, _, decoder = kl_vae_parts(vae)
+    latent_dim = decoder.inputs[0].shape[-1]
+    eps = np.random.default_rng(seed).standard_normal((len(x), num_samples, latent_dim)).astype("float32")
+    if len(encoder.inputs) == 2:
+        return ops.convert_to_numpy(encoder([x, eps]))
+    z_mean, z_log_var = encoder(x)
+    return ops.convert_to_numpy(sample_gaussian(z_mean, z_log_var, eps))
+
+
+def plot_toy(results_dir, toy, path):
+    import keras
+    import numpy as np
+
+    import avb  # noqa: F401  (registers the layers the saved models use)
+
+    plt = setup_matplotlib()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.1), constrained_layout=True)
+    x_points = np.eye(4, dtype="float32")
+    angle = np.linspace(0, 2 * np.pi, 200)
+    for ax, name in zip(axes, TOY_MODELS, strict=True):
+        vae = keras.saving.load_model(pathlib.Path(results_dir) / "toy" / f"{name}.keras", safe_mode=True)
+        z = posterior_samples(vae, x_points, SETTINGS["toy_samples"], SETTINGS["seed"])
+        for i in range(4):
+            ax.scatter(z[i, :, 0], z[i, :, 1], s=3, alpha=0.6, label=f"x = e{i + 1}", rasterized=False)
+        for radius in (1, 2):
+            ax.plot(radius * np.cos(angle), radius * np.sin(angle), color="0.6", lw=0.8, ls="--")
+        log_px = toy[name]["mean_log_likelihood"]
+        ax.set_title(f"{TOY_TITLES[name]}\nmean log p(x) = {log_px:.3f} nats", fontsize=10)
+        ax.set_xlim(-3.2, 3.2)
+        ax.set_ylim(-3.2, 3.2)
+        ax.set_aspect("equal")
+        ax.set_xlabel("$z_1$")
+    axes[0].set_ylabel("$z_2$")
+    axes[1].legend(loc="lower right", markerscale=3, fontsize=8, framealpha=0.9)
+    save(fig, path)
+    plt.close(fig)
+
+
+def plot_estimators(estimators, path):
+    import numpy as np
+
+    plt = setup_matplotlib()
+    results = estimators["results"]
+    pairs = {name: results[name] for name in [*PAIR_TITLES, *sorted(results)] if name in results}
+    fig, axes = plt.subplots(1, len(pairs), figsize=(3.2 * len(pairs), 3.2), constrained_layout=True)
+    for ax, (name, pair) in zip(np.atleast_1d(axes), pairs.items(), strict=True):
+        steps = pair["steps_per_epoch"] * np.arange(1, len(pair["adversarial_curve"]) + 1)
+        exact, spread = pair["exact_kl"], pair["monte_carlo_sd"]
+        ax.axhspan(exact - spread, exact + spread, color="C0", alpha=0.15, label="Monte Carlo, S = 1: ±1 sd")
+        ax.axhline(exact, color="k", ls="--", lw=1, label="closed form (exact)")
+        ax.plot(steps, pair["adversarial_curve"], color="C3", label="adversarial: mean T")
+        ax.set_xscale("log")
+        ax.set_title(f"{PAIR_TITLES.get(name, name)}: KL = {exact:.2f}", fontsize=10)
+        ax.set_xlabel("discriminator steps")
+    np.atleast_1d(axes)[0].set_ylabel("KL estimate (nats)")
+    np.atleast_1d(axes)[0].legend(loc="lower right", fontsize=8, framealpha=0.9)
+    save(fig, path)
+    plt.close(fig)
+
+
+def draw_model(path):
+    from avb import build_kl_vae
+    from make_diagrams import model_to_svg
+
+    d = SETTINGS["diagram"]
+    vae, _, _ = build_kl_vae(
+        "adversarial", "implicit", intermediate_dim=d["intermediate_dim"], latent_dim=d["latent_dim"],
+        mc_samples=d["mc_samples"],
+    )  # fmt: skip
+    pathlib.Path(path).write_text(model_to_svg(vae, show_shapes=True))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="measurements (default: results/avb)")
+    parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: images/avb)")
+    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
+    args = parser.parse_args(argv)
+    paths = input_paths(args.results_dir)
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        parser.exit(2, f"{parser.prog}: error: missing input {missing[0]}; run avb_experiments.py\n")
+    try:
+        inputs = current_inputs(paths)
+    except RuntimeError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    output_dir = pathlib.Path(args.output_dir)
+    outputs = [output_dir / name for name in FIGURES]
+    if args.if_stale and provenance.is_current(output_dir / RECORD_NAME, inputs, outputs):
+        print(f"{output_dir} is current; nothing to draw")
+        return 0
+    results_dir = pathlib.Path(args.results_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plot_toy(results_dir, json.loads((results_dir / "toy.json").read_text())["results"], output_dir / FIGURES[0])
+    plot_estimators(json.loads((results_dir / "estimators.json").read_text()), output_dir / FIGURES[1])
+    draw_model(output_dir / FIGURES[2])
+    provenance.write_record(output_dir / RECORD_NAME, {"settings": SETTINGS, "inputs": inputs})
+    print(f"wrote {', '.join(FIGURES)} to {output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The AVB post's committed measurements, models and figures are current and say what the post says.
+
+Nothing here retrains to full length: the records' input hashes say whether
+they are stale, the committed toy models are re-scored and compared with the
+record, a quick run checks that the script still produces every number the
+post reads, and the figures are redrawn and compared byte for byte.
+"""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import avb  # noqa: F401  (registers the layers the saved models use)
+import avb_experiments
+import plot_avb
+import provenance
+from conftest import MNIST_SUBSET_DIR, run_python
+from kl_divergence import ADVERSARIAL_ESTIMATORS
+from mnist_data import resolve_mnist_dir
+
+RESULTS = avb_experiments.OUTPUT_DIR
+full_mnist = pytest.mark.skipif(
+    resolve_mnist_dir() is None, reason="the MNIST record hashes the full MNIST files; set MNIST_DIR or add ../shared"
+)
+
+
+def record(part):
+    return json.loads((RESULTS / f"{part}.json").read_text())
+
+
+@full_mnist
+def test_every_part_matches_its_inputs():
+    result = run_python(["scripts/avb_experiments.py", "--check"])
+    assert result.returncode == 0, f"results/avb is stale: {result.stderr.strip()[-500:]}"
+
+
+def test_records_hold_the_committed_settings():
+    for part in avb_experiments.PARTS:
+        assert record(part)["settings"] == avb_experiments.SETTINGS[part], f"{part}: run avb_experiments.py"
+
+
+def test_the_estimators_behave_as_the_post_says():
+    pairs = record("estimators")["results"]
+    assert set(pairs) == set(avb_experiments.GAUSSIAN_PAIRS)
+    for name, pair in pairs.items():
+        spec = avb_experiments.GAUSSIAN_PAIRS[name]
+        assert pair["exact_kl"] == pytest.approx(avb_experiments.numpy_gaussian_kl(spec["mean"], spec["log_var"]))
+        # The Monte Carlo mean over 10,000 held-out draws is within 4 standard errors of the exact KL.
+        stderr = pair["monte_carlo_sd"] / math.sqrt(avb_experiments.SETTINGS["estimators"]["num_held_out"])
+        assert abs(pair["monte_carlo_mean"] - pair["exact_kl"]) < 4 * stderr, name
+        assert pair["adversarial_correlation"] > 0.95, name
+        assert len(pair["adversarial_curve"]) == avb_experiments.SETTINGS["estimators"]["epochs"]
+    # Close to the prior the density ratio is learnt (within 0.15 nats); far from it, the estimate is low.
+    assert abs(pairs["near-2d"]["adversarial_final"] - pairs["near-2d"]["exact_kl"]) < 0.15
+    assert pairs["far-8d"]["adversarial_final"] < 0.8 * pairs["far-8d"]["exact_kl"]
+
+
+def test_the_implicit_posterior_fits_the_toy_data_better():
+    toy = record("toy")["results"]
+    samples = avb_experiments.SETTINGS["toy"]["log_likelihood_samples"]
+    for name in ("gaussian", "implicit"):
+        log_px, stderr = np.array(toy[name]["log_likelihood"]), np.array(toy[name]["log_likelihood_stderr"])
+        assert np.all(stderr < 0.01), (name, stderr, samples)
+        # The four probabilities sum to at most one, so the mean log-likelihood is at most -log 4.
+        assert log_px.mean() < toy["optimum_log_likelihood"] + 3 * stderr.max(), name
+    gaussian, implicit = toy["gaussian"], toy["implicit"]
+    assert implicit["mean_log_likelihood"] > gaussian["mean_log_likelihood"] + 0.1
+    assert implicit["mean_log_likelihood"] > toy["optimum_log_likelihood"] - 0.05
+    # For the Gaussian model the negative ELBO (exact KL) bounds -log p(x) from above.
+    assert gaussian["mean_negative_elbo"] > -gaussian["mean_log_likelihood"]
+
+
+def test_the_committed_toy_models_reproduce_their_record():
+    toy = record("toy")
+    settings = toy["settings"]
+    for name in ("gaussian", "implicit"):
+        vae = keras.saving.load_model(RESULTS / "toy" / f"{name}.keras", safe_mode=True)
+        decoder = vae.get_layer("decoder")
+        log_px, _ = avb_experiments.prior_log_likelihood(
+            decoder, np.eye(4, dtype="float32"), settings["log_likelihood_samples"], settings["seed"]
+        )
+        np.testing.assert_allclose(log_px, toy["results"][name]["log_likelihood"], atol=1e-4)
+
+
+def test_the_mnist_table_is_complete_and_consistent():
+    mnist = record("mnist")
+    settings = mnist["settings"]
+    for row, choice in settings["rows"].items():
+        result = mnist["results"][row]
+        assert result["num_epochs"] == settings["num_epochs"]
+        assert {key: result[key] for key in choice} == choice
+        gaussian = choice["posterior"] == "gaussian"
+        assert ("test_nll" in result) == gaussian
+        assert ("test_kl_adversarial" in result) == (choice["estimator"] in ADVERSARIAL_ESTIMATORS)
+        if gaussian:
+            # log p(x) >= ELBO: the importance-sampled NLL is below the negative ELBO with the exact KL.
+            assert result["test_nll"] < result["test_negative_elbo"] + 3 * result["test_nll_monte_carlo_stderr"], row
+            assert 60 < result["test_nll"] < 543, row  # 784 log 2 = 543 nats is a coin per pixel
+        assert (RESULTS / "mnist" / f"{row}.keras").is_file()
+
+
+def test_quick_run_writes_every_number_the_post_reads(tmp_path):
+    result = run_python(
+        ["scripts/avb_experiments.py", "--quick", "--output-dir", tmp_path], env={"MNIST_DIR": str(MNIST_SUBSET_DIR)}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for part in avb_experiments.PARTS:
+        quick, committed = json.loads((tmp_path / f"{part}.json").read_text()), record(part)
+        assert set(quick) == set(committed), part
+        for name, values in committed["results"].items():
+            if isinstance(values, dict) and name in quick["results"]:
+                assert set(quick["results"][name]) == set(values), (part, name)
+    assert set(json.loads((tmp_path / "mnist.json").read_text())["results"]) == set(record("mnist")["results"])
+    again = run_python(
+        ["scripts/avb_experiments.py", "--quick", "--if-stale", "--output-dir", tmp_path],
+        env={"MNIST_DIR": str(MNIST_SUBSET_DIR)},
+    )
+    assert again.returncode == 0 and "nothing to run" in again.stdout
+    figures = run_python(["scripts/plot_avb.py", "--results-dir", tmp_path, "--output-dir", tmp_path / "images"])
+    assert figures.returncode == 0, figures.stderr[-2000:]
+    assert all((tmp_path / "images" / name).stat().st_size > 1000 for name in plot_avb.FIGURES)
+
+
+def test_a_changed_estimator_makes_its_parts_stale(monkeypatch):
+    import kl_divergence
+
+    before = {part: avb_experiments.current_inputs(part, avb_experiments.QUICK) for part in ("estimators", "toy")}
+
+    def discriminator_loss(t_posterior, t_prior):  # a different (wrong) loss
+        return kl_divergence.ops.mean(t_prior) - kl_divergence.ops.mean(t_posterior)
+
+    monkeypatch.setattr(kl_divergence, "discriminator_loss", discriminator_loss)
+    for part, hashes in before.items():
+        after = avb_experiments.current_inputs(part, avb_experiments.QUICK)
+        assert provenance.stale_inputs({"inputs": hashes}, after) == ["kl_divergence.discriminator_loss"]
+
+
+def test_avb_figures_redraw_from_the_committed_results(tmp_path):
+    result = run_python(["scripts/plot_avb.py", "--output-dir", tmp_path])
+    assert result.returncode == 0, result.stderr[-2000:]
+    committed = provenance.read_record(plot_avb.OUTPUT_DIR / plot_avb.RECORD_NAME)
+    assert not provenance.stale_inputs(committed, provenance.read_record(tmp_path / plot_avb.RECORD_NAME)["inputs"])
+    for name in plot_avb.FIGURES:
+        assert (tmp_path / name).read_bytes() == (plot_avb.OUTPUT_DIR / name).read_bytes(), f"{name}: run make site"
