@@ -396,15 +396,8 @@ def main(argv=None):
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     stale = {part: provenance.stale_inputs(provenance.read_record(output_dir / f"{part}.json"), inputs[part])
              for part in parts}  # fmt: skip
-    stale = {part: names for part, names in stale.items() if names}
-    if args.check:
-        if stale:
-            parser.exit(1, f"{parser.prog}: stale: {provenance.describe_stale(stale)}\n")
-        print(f"{output_dir} is current")
-        return 0
-    todo = [part for part in parts if part in stale] if args.if_stale else parts
-    if not todo:
-        print(f"{output_dir} is current; nothing to run")
+    todo = provenance.names_to_run(parser, args, parts, stale, output_dir)
+    if todo is None:
         return 0
 
     import tensorflow as tf

@@ -108,6 +108,26 @@ def describe_stale(stale, shown=3):
     return "; ".join(parts)
 
 
+def names_to_run(parser, args, names, stale, where, nothing="nothing to run"):
+    """What a script with ``--check`` and ``--if-stale`` should (re)compute, given ``{name: [stale input]}``.
+
+    ``--check`` exits 1 with one line naming the stale inputs, or prints that
+    ``where`` is current; ``--if-stale`` keeps only the stale names. Returns
+    None when there is nothing to do (the caller returns 0).
+    """
+    stale = {name: inputs for name, inputs in stale.items() if inputs}
+    if args.check:
+        if stale:
+            parser.exit(1, f"{parser.prog}: stale: {describe_stale(stale)}\n")
+        print(f"{where} is current")
+        return None
+    todo = [name for name in names if name in stale] if args.if_stale else list(names)
+    if not todo:
+        print(f"{where} is current; {nothing}")
+        return None
+    return todo
+
+
 def is_current(record_path, hashes, outputs=()):
     """True when the record matches ``hashes`` and every output file exists."""
     return not stale_inputs(read_record(record_path), hashes) and all(

@@ -206,15 +206,8 @@ def main(argv=None):
         or ([] if (output_dir / row / "vae.keras").is_file() else ["missing model"])
         for row in rows
     }
-    stale = {row: names for row, names in stale.items() if names}
-    if args.check:
-        if stale:
-            parser.exit(1, f"{parser.prog}: stale: {provenance.describe_stale(stale)}\n")
-        print(f"{record_path} is current")
-        return 0
-    todo = [row for row in rows if row in stale] if args.if_stale else rows
-    if not todo:
-        print(f"{record_path} is current; nothing to train")
+    todo = provenance.names_to_run(parser, args, rows, stale, record_path, nothing="nothing to train")
+    if todo is None:
         return 0
     for row in todo:
         print(f"{row}: training {args.stages} stages and estimating the test log-likelihood ...", flush=True)
