@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup site generated test serve benchmark iwae avb clean
+.PHONY: setup site generated test serve benchmark iwae avb flows clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,8 @@ generated: setup
 	@$(PYTHON) scripts/plot_iwae.py --if-stale
 	@$(PYTHON) scripts/avb_experiments.py --check || echo "warning: the AVB post's measurements are stale; run make avb"
 	@$(PYTHON) scripts/plot_avb.py --if-stale
+	@$(PYTHON) scripts/flow_experiments.py --check || echo "warning: the flows post's measurements are stale; run make flows"
+	@$(PYTHON) scripts/plot_flows.py --if-stale
 
 site: generated
 	$(VENV)/bin/nikola build --strict
@@ -51,6 +53,13 @@ iwae: setup
 avb: setup
 	$(PYTHON) scripts/avb_experiments.py --if-stale
 	$(PYTHON) scripts/plot_avb.py --if-stale
+
+# The normalizing-flows post's 2-D fits, MNIST table and cost per flow length
+# (about an hour on two cores; only the stale parts rerun). Run it on an idle
+# machine: it times things.
+flows: setup
+	$(PYTHON) scripts/flow_experiments.py --if-stale
+	$(PYTHON) scripts/plot_flows.py --if-stale
 
 serve: site
 	$(VENV)/bin/nikola serve --address 127.0.0.1 --port 8000

@@ -22,11 +22,9 @@ changed; ``--check`` exits 1 when a record does not match its inputs;
 ``--quick`` is a seconds-long run for tests (into another ``--output-dir``).
 """
 
-import argparse
 import math
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -374,56 +372,16 @@ def mnist(settings, output_dir):
     return results
 
 
+def run_part(part, settings, output_dir):
+    if part == "estimators":
+        return estimators(settings)
+    return {"toy": toy, "mnist": mnist}[part](settings, output_dir)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts (default: all)")
-    parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: results/avb)")
-    parser.add_argument("--if-stale", action="store_true", help="run only the parts whose inputs changed")
-    parser.add_argument("--check", action="store_true", help="exit 1 when a record does not match its inputs")
-    parser.add_argument("--quick", action="store_true", help="tiny settings, for tests")
-    args = parser.parse_args(argv)
-    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
-    unknown = [part for part in parts if part not in PARTS]
-    if unknown or not parts:
-        parser.exit(2, f"{parser.prog}: error: unknown parts {unknown}; expected some of {', '.join(PARTS)}\n")
-    output_dir = pathlib.Path(args.output_dir)
-    if args.quick and output_dir.resolve() == OUTPUT_DIR.resolve():
-        parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
-    settings = QUICK if args.quick else SETTINGS
-    try:
-        inputs = {part: current_inputs(part, settings) for part in parts}
-    except MNISTError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    stale = {part: provenance.stale_inputs(provenance.read_record(output_dir / f"{part}.json"), inputs[part])
-             for part in parts}  # fmt: skip
-    todo = provenance.names_to_run(parser, args, parts, stale, output_dir)
-    if todo is None:
-        return 0
-
-    import tensorflow as tf
-
-    from train_main_post import describe_machine
-
-    for part in todo:
-        print(f"{part} ...", flush=True)
-        start = time.perf_counter()
-        if part == "estimators":
-            results = estimators(settings[part])
-        else:
-            results = {"toy": toy, "mnist": mnist}[part](settings[part], output_dir)
-        record = {
-            "settings": settings[part],
-            "results": results,
-            "seconds": time.perf_counter() - start,
-            "versions": {"python": platform.python_version(), "keras": keras.__version__,
-                         "keras_backend": keras.backend.backend(), "tensorflow": tf.__version__,
-                         "numpy": np.__version__},
-            "machine": describe_machine(),
-            "inputs": inputs[part],
-        }  # fmt: skip
-        provenance.write_record(output_dir / f"{part}.json", record)
-        print(f"{part}: {record['seconds']:.0f} s; wrote {output_dir / f'{part}.json'}", flush=True)
-    return 0
+    return provenance.run_parts(
+        __doc__, PARTS, OUTPUT_DIR, SETTINGS, QUICK, current_inputs, run_part, argv, errors=(MNISTError,)
+    )
 
 
 if __name__ == "__main__":

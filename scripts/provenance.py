@@ -139,3 +139,69 @@ def write_record(record_path, record):
     record_path = pathlib.Path(record_path)
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def run_parts(description, parts, output_dir, settings, quick, current_inputs, run_part, argv=None, errors=()):
+    """The command line of a script that writes one record per part (``avb_experiments.py``, ...).
+
+    Options ``--parts``, ``--output-dir``, ``--if-stale``, ``--check`` and
+    ``--quick`` (``quick`` settings, refused over the committed ``output_dir``).
+    ``current_inputs(part, settings)`` hashes a part's inputs (it may raise one
+    of ``errors``, reported in one line); ``run_part(part, settings, output_dir)``
+    computes its results, written as ``<output_dir>/<part>.json`` with the
+    settings, wall time, versions, machine and input hashes. Returns the exit code.
+    """
+    import argparse
+    import platform
+    import time
+
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    default_dir = pathlib.Path(output_dir)
+    parser.add_argument("--parts", default=",".join(parts), help="comma-separated parts (default: all)")
+    parser.add_argument(
+        "--output-dir", default=str(default_dir), help=f"where to write (default: {default_dir.relative_to(REPO_ROOT)})"
+    )
+    parser.add_argument("--if-stale", action="store_true", help="run only the parts whose inputs changed")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a record does not match its inputs")
+    parser.add_argument("--quick", action="store_true", help="tiny settings, for tests")
+    args = parser.parse_args(argv)
+    chosen = [part.strip() for part in args.parts.split(",") if part.strip()]
+    unknown = [part for part in chosen if part not in parts]
+    if unknown or not chosen:
+        parser.exit(2, f"{parser.prog}: error: unknown parts {unknown}; expected some of {', '.join(parts)}\n")
+    output_dir = pathlib.Path(args.output_dir)
+    if args.quick and output_dir.resolve() == default_dir.resolve():
+        parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
+    settings = quick if args.quick else settings
+    try:
+        inputs = {part: current_inputs(part, settings) for part in chosen}
+    except errors as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    stale = {part: stale_inputs(read_record(output_dir / f"{part}.json"), inputs[part]) for part in chosen}
+    todo = names_to_run(parser, args, chosen, stale, output_dir)
+    if todo is None:
+        return 0
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from train_main_post import describe_machine
+
+    for part in todo:
+        print(f"{part} ...", flush=True)
+        start = time.perf_counter()
+        results = run_part(part, settings[part], output_dir)
+        record = {
+            "settings": settings[part],
+            "results": results,
+            "seconds": time.perf_counter() - start,
+            "versions": {"python": platform.python_version(), "keras": keras.__version__,
+                         "keras_backend": keras.backend.backend(), "tensorflow": tf.__version__,
+                         "numpy": np.__version__},
+            "machine": describe_machine(),
+            "inputs": inputs[part],
+        }  # fmt: skip
+        write_record(output_dir / f"{part}.json", record)
+        print(f"{part}: {record['seconds']:.0f} s; wrote {output_dir / f'{part}.json'}", flush=True)
+    return 0

@@ -22,6 +22,8 @@ PROGRAMS = [
     "listings/vae/importance_weighted.py",
     "listings/vae/kl_divergence.py",
     "listings/vae/avb.py",
+    "listings/vae/flows.py",
+    "listings/vae/flow_densities.py",
     "scripts/make_diagrams.py",
     "scripts/make_mnist_subset.py",
     "scripts/train_main_post.py",
@@ -33,6 +35,8 @@ PROGRAMS = [
     "scripts/plot_iwae.py",
     "scripts/avb_experiments.py",
     "scripts/plot_avb.py",
+    "scripts/flow_experiments.py",
+    "scripts/plot_flows.py",
 ]
 # Imported by the scripts; no command line of their own.
 LIBRARY_MODULES = {"scripts/provenance.py", "scripts/torch_reference.py", "scripts/epoch_timer.py"}
@@ -140,6 +144,15 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         ("scripts/avb_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
         ("scripts/avb_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
         ("scripts/plot_avb.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "avb_experiments.py"]),
+        ("listings/vae/flows.py", ["--num-flows", "-1"], SUBSET, ["num_flows=-1", "non-negative integer"]),
+        ("listings/vae/flows.py", ["--num-test", "0"], SUBSET, ["num_test=0"]),
+        ("listings/vae/flows.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
+        ("listings/vae/flow_densities.py", ["--num-flows", "-2"], {}, ["num_flows=-2"]),
+        ("listings/vae/flow_densities.py", ["--steps", "0"], {}, ["steps=0", "positive integer"]),
+        ("scripts/flow_experiments.py", ["--parts", "nice"], SUBSET, ["unknown parts", "toy, mnist, cost"]),
+        ("scripts/flow_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+        ("scripts/flow_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
+        ("scripts/plot_flows.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "flow_experiments.py"]),
     ],
     ids=[
         "train-mc-samples-0",
@@ -174,12 +187,21 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         "avb-experiments-quick-over-committed",
         "avb-experiments-missing-mnist",
         "plot-avb-missing-results",
+        "flows-k-negative",
+        "flows-num-test-0",
+        "flows-missing-mnist-dir",
+        "flow-densities-k-negative",
+        "flow-densities-steps-0",
+        "flow-experiments-unknown-part",
+        "flow-experiments-quick-over-committed",
+        "flow-experiments-missing-mnist",
+        "plot-flows-missing-results",
     ],
 )
 def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path):
     result = run_python(
         [program, *args, "--output-dir", tmp_path]
-        if program.endswith(("train.py", "importance_weighted.py", "avb.py"))
+        if program.endswith(("train.py", "importance_weighted.py", "avb.py", "flows.py"))
         else [program, *args],
         env=env,
     )
@@ -244,3 +266,24 @@ def test_avb_cli_trains_an_implicit_posterior_and_saves_it(tmp_path):
     assert 100 < negative_elbo < 600
     assert len(json.loads((tmp_path / "history.json").read_text())["loss"]) == 1
     assert (tmp_path / "vae.keras").is_file()
+
+
+def test_flows_cli_trains_an_iaf_posterior_and_estimates_it(tmp_path):
+    result = run_python(
+        ["listings/vae/flows.py", "--flow", "iaf", "--num-flows", "2", "--stages", "1", "--num-test", "20",
+         "--num-samples", "20", "--output-dir", tmp_path, "--quiet"],
+        env=SUBSET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    log_likelihood = float(re.search(r"test log-likelihood (-[\d.]+) nats", result.stdout)[1])
+    assert -543 < log_likelihood < -100  # better than chance (784 log 2) after one epoch on 1,000 images
+    assert len(json.loads((tmp_path / "history.json").read_text())["loss"]) == 1
+    assert (tmp_path / "vae.keras").is_file()
+
+
+def test_flow_densities_cli_fits_a_flow():
+    result = run_python(["listings/vae/flow_densities.py", "--target", "U2", "--num-flows", "2", "--steps", "200",
+                         "--quiet"])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    kl = float(re.search(r"KL\[q \|\| p\] = ([\d.]+) nats", result.stdout)[1])
+    assert 0 < kl < 5

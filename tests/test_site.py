@@ -285,3 +285,32 @@ def test_avb_post_shows_its_figures_tables_and_maths(browser, site_url):
 def test_main_post_links_to_the_avb_post(post_visit, site_url):
     hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
     assert site_url + AVB_POST_PATH in hrefs
+
+
+FLOWS_POST_PATH = "posts/normalizing-flows-in-keras/"
+
+
+def test_flows_post_shows_its_figures_tables_and_maths(browser, site_url):
+    figures = ("densities.svg", "flow_stack.svg", "flow_vae.svg")
+    visit = visit_post(browser, site_url + FLOWS_POST_PATH, "Normalizing Flows", figures, min_math=30)
+    page = visit.page
+    # The 2-D table: four targets, six flows each, every KL a number >= 0 (to rounding).
+    rows = page.locator("table", has_text="IAF, K = 32").locator("tbody tr")
+    assert rows.count() == 4
+    for index in range(4):
+        cells = rows.nth(index).locator("td").all_inner_texts()
+        assert cells[0] == f"U{index + 1}" and all(-0.01 < float(cell) < 10 for cell in cells[1:]), cells
+    # The MNIST table: three posteriors, an NLL with its standard error each, below the negative ELBO.
+    mnist = page.locator("table", has_text="test NLL").locator("tbody tr")
+    assert mnist.count() == 3
+    for index in range(3):
+        cells = mnist.nth(index).locator("td").all_inner_texts()
+        nll, negative_elbo = float(cells[1].split("±")[0]), float(cells[2])
+        assert 60 < nll < negative_elbo < 543, cells
+    assert page.locator("table", has_text="seconds per epoch").count() >= 1
+    assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
+
+
+def test_main_post_links_to_the_flows_post(post_visit, site_url):
+    hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
+    assert site_url + FLOWS_POST_PATH in hrefs

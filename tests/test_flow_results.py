@@ -1,0 +1,152 @@
+"""The flows post's committed measurements, flows and figures are current and say what the post says.
+
+Nothing here retrains to full length: the records' input hashes say whether
+they are stale, the committed 2-D flows are re-scored and compared with the
+record, a quick run checks that the script still produces every number the
+post reads, and the figures are redrawn and compared byte for byte.
+"""
+
+import json
+import math
+
+import keras
+import pytest
+
+import flow_densities
+import flow_experiments
+import plot_flows
+import provenance
+from conftest import MNIST_SUBSET_DIR, REPO_ROOT, run_python
+from mnist_data import resolve_mnist_dir
+
+RESULTS = flow_experiments.OUTPUT_DIR
+full_mnist = pytest.mark.skipif(
+    resolve_mnist_dir() is None, reason="the MNIST records hash the full MNIST files; set MNIST_DIR or add ../shared"
+)
+
+
+def record(part):
+    return json.loads((RESULTS / f"{part}.json").read_text())
+
+
+@full_mnist
+def test_every_part_matches_its_inputs():
+    result = run_python(["scripts/flow_experiments.py", "--check"])
+    assert result.returncode == 0, f"results/flows is stale: {result.stderr.strip()[-500:]}"
+
+
+def test_records_hold_the_committed_settings():
+    for part in flow_experiments.PARTS:
+        assert record(part)["settings"] == flow_experiments.SETTINGS[part], f"{part}: run flow_experiments.py"
+
+
+def test_longer_planar_flows_fit_every_density_better():
+    toy = record("toy")["results"]
+    lengths = flow_experiments.SETTINGS["toy"]["flows"]["planar"]
+    for target in flow_experiments.SETTINGS["toy"]["targets"]:
+        kls = [toy["kl"][f"{target}-planar-{k}"] for k in lengths]
+        for cell in kls:
+            assert cell["kl"] > -4 * cell["stderr"], (target, cell)  # a KL divergence is not negative
+            assert cell["stderr"] < 0.01, (target, cell)
+        assert kls[-1]["kl"] < kls[0]["kl"] - 0.1, target
+    # Annealing found both arcs of U1: far below the log 2 of a flow that covers one.
+    assert toy["kl"]["U1-planar-32"]["kl"] < 0.5 * math.log(2)
+
+
+def test_the_committed_2d_flows_reproduce_their_record():
+    toy = record("toy")
+    settings = toy["settings"]
+    for name, cell in toy["results"]["kl"].items():
+        flow = keras.saving.load_model(RESULTS / "toy" / f"{name}.keras", safe_mode=True)
+        kl, stderr = flow_densities.reverse_kl(name.split("-")[0], flow, settings["kl_samples"], settings["seed"] + 1)
+        assert kl == pytest.approx(cell["kl"], abs=1e-4), name
+    for target, log_z in toy["results"]["log_normaliser"].items():
+        assert flow_densities.log_normaliser(target) == pytest.approx(log_z, abs=1e-9)
+
+
+def test_the_mnist_table_is_complete_and_consistent():
+    mnist = record("mnist")
+    settings = mnist["settings"]
+    epochs = {mnist["results"][row]["num_epochs"] for row in settings["rows"]}
+    assert epochs == {13}  # the same budget for every row: 1 + 3 + 9 epochs
+    for row, choice in settings["rows"].items():
+        result = mnist["results"][row]
+        assert {key: result[key] for key in choice} == choice
+        # log p(x) >= ELBO: the importance-sampled NLL is below the negative ELBO.
+        assert result["test_nll"] < result["final_test_negative_elbo"], row
+        assert 60 < result["test_nll"] < 543, row  # 784 log 2 = 543 nats is a coin per pixel
+        assert result["test_nll_monte_carlo_stderr"] < 0.05, row
+        assert (RESULTS / "mnist" / f"{row}.keras").is_file()
+    assert mnist["results"]["paper_test_nll"] == flow_experiments.PAPER_TEST_NLL
+
+
+def test_the_mnist_claims_of_the_post_hold():
+    """IAF beats the Gaussian by more than three standard errors; ten planar flows are within one of it."""
+    rows = record("mnist")["results"]
+    gaussian, planar, iaf = rows["gaussian"], rows["planar-k10"], rows["iaf-k2"]
+    assert iaf["test_nll"] < gaussian["test_nll"] - 3 * gaussian["test_nll_stderr"]
+    assert iaf["final_test_negative_elbo"] < gaussian["final_test_negative_elbo"]
+    assert abs(planar["test_nll"] - gaussian["test_nll"]) < gaussian["test_nll_stderr"]
+    assert planar["final_test_negative_elbo"] > gaussian["final_test_negative_elbo"]
+
+
+def test_the_2d_iaf_claims_of_the_post_hold():
+    """The IAF settles on one arc of U1 (a KL near log 2) and stays behind planar flows of the same length."""
+    kl = record("toy")["results"]["kl"]
+    assert abs(kl["U1-iaf-32"]["kl"] - math.log(2)) < 0.15
+    for target in flow_experiments.SETTINGS["toy"]["targets"]:
+        assert kl[f"{target}-iaf-32"]["kl"] > kl[f"{target}-planar-32"]["kl"], target
+
+
+def test_the_gaussian_row_reproduces_the_iwae_tables_vae():
+    """K = 0 is the IWAE post's VAE trained the same way: the two test NLLs agree within a nat."""
+    iwae = json.loads((REPO_ROOT / "results" / "iwae" / "table.json").read_text())["rows"]["vae-k1"]
+    gaussian = record("mnist")["results"]["gaussian"]
+    assert abs(gaussian["test_nll"] - iwae["test_nll"]) < 1.0, (gaussian["test_nll"], iwae["test_nll"])
+
+
+def test_quick_run_writes_every_number_the_post_reads(tmp_path):
+    result = run_python(
+        ["scripts/flow_experiments.py", "--quick", "--output-dir", tmp_path], env={"MNIST_DIR": str(MNIST_SUBSET_DIR)}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for part in flow_experiments.PARTS:
+        quick, committed = json.loads((tmp_path / f"{part}.json").read_text()), record(part)
+        assert set(quick) == set(committed), part
+        assert set(quick["results"]) <= set(committed["results"]), part
+        rows = quick["results"]["kl"] if part == "toy" else quick["results"]
+        reference = committed["results"]["kl"] if part == "toy" else committed["results"]
+        for name, values in rows.items():
+            if isinstance(values, dict) and name not in ("defaults", "paper_test_nll"):
+                assert set(values) == set(reference[name]), (part, name)
+    again = run_python(
+        ["scripts/flow_experiments.py", "--quick", "--if-stale", "--output-dir", tmp_path],
+        env={"MNIST_DIR": str(MNIST_SUBSET_DIR)},
+    )
+    assert again.returncode == 0 and "nothing to run" in again.stdout
+    figures = run_python(["scripts/plot_flows.py", "--results-dir", tmp_path, "--output-dir", tmp_path / "images"])
+    assert figures.returncode == 0, figures.stderr[-2000:]
+    assert all((tmp_path / "images" / name).stat().st_size > 1000 for name in plot_flows.FIGURES)
+
+
+def test_a_changed_flow_layer_makes_its_parts_stale(monkeypatch):
+    import flows
+
+    before = {part: flow_experiments.current_inputs(part, flow_experiments.QUICK) for part in flow_experiments.PARTS}
+
+    class PlanarFlow(flows.PlanarFlow):  # a different definition under the same name
+        pass
+
+    monkeypatch.setattr(flows, "PlanarFlow", PlanarFlow)
+    for part, hashes in before.items():
+        after = flow_experiments.current_inputs(part, flow_experiments.QUICK)
+        assert provenance.stale_inputs({"inputs": hashes}, after) == ["flows.PlanarFlow"], part
+
+
+def test_flow_figures_redraw_from_the_committed_results(tmp_path):
+    result = run_python(["scripts/plot_flows.py", "--output-dir", tmp_path])
+    assert result.returncode == 0, result.stderr[-2000:]
+    committed = provenance.read_record(plot_flows.OUTPUT_DIR / plot_flows.RECORD_NAME)
+    assert not provenance.stale_inputs(committed, provenance.read_record(tmp_path / plot_flows.RECORD_NAME)["inputs"])
+    for name in plot_flows.FIGURES:
+        assert (tmp_path / name).read_bytes() == (plot_flows.OUTPUT_DIR / name).read_bytes(), f"{name}: run make site"
