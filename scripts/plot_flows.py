@@ -15,7 +15,6 @@ Reads ``results/flows/toy.json`` and the fitted flows
 With ``--if-stale`` it does nothing when the record matches the inputs.
 """
 
-import argparse
 import json
 import os
 import pathlib
@@ -42,8 +41,8 @@ SETTINGS = {
 # The code a figure depends on besides its data: the densities and the models the diagrams draw.
 DEFINITIONS = {
     "variational_autoencoder": ["hidden_name", "build_encoder", "build_decoder", "reparameterize"],
-    "flows": ["PlanarFlow", "InverseAutoregressiveFlow", "MaskedDense", "SumLogDets", "build_flow", "FlowKL",
-              "build_flow_vae"],
+    "flows": ["check_num_flows", "check_flow_kind", "check_finite", "check_z_shape", "PlanarFlow", "made_degrees",
+              "MaskedDense", "InverseAutoregressiveFlow", "SumLogDets", "build_flow", "FlowKL", "build_flow_vae"],
     "flow_densities": ["potential", "BOX", "WALL_SCALE"],
     "make_diagrams": ["stable_node_names", "model_to_svg"],
 }  # fmt: skip
@@ -141,32 +140,16 @@ def draw_models(vae_path, flow_path):
     pathlib.Path(flow_path).write_text(model_to_svg(flow, show_shapes=True))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="measurements (default: results/flows)")
-    parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: images/flows)")
-    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
-    args = parser.parse_args(argv)
-    paths = input_paths(args.results_dir)
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        parser.exit(2, f"{parser.prog}: error: missing input {missing[0]}; run flow_experiments.py\n")
-    try:
-        inputs = current_inputs(paths)
-    except RuntimeError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    output_dir = pathlib.Path(args.output_dir)
-    outputs = [output_dir / name for name in FIGURES]
-    if args.if_stale and provenance.is_current(output_dir / RECORD_NAME, inputs, outputs):
-        print(f"{output_dir} is current; nothing to draw")
-        return 0
-    results_dir = pathlib.Path(args.results_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+def draw(results_dir, output_dir):
     plot_densities(results_dir, json.loads((results_dir / "toy.json").read_text()), output_dir / FIGURES[0])
     draw_models(output_dir / FIGURES[1], output_dir / FIGURES[2])
-    provenance.write_record(output_dir / RECORD_NAME, {"settings": SETTINGS, "inputs": inputs})
-    print(f"wrote {', '.join(FIGURES)} to {output_dir}")
-    return 0
+
+
+def main(argv=None):
+    return provenance.draw_figures(
+        __doc__, "flow_experiments.py", RESULTS_DIR, OUTPUT_DIR, FIGURES, input_paths, current_inputs, draw, SETTINGS,
+        argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

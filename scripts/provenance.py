@@ -191,7 +191,10 @@ def run_parts(description, parts, output_dir, settings, quick, current_inputs, r
     for part in todo:
         print(f"{part} ...", flush=True)
         start = time.perf_counter()
-        results = run_part(part, settings[part], output_dir)
+        try:
+            results = run_part(part, settings[part], output_dir)
+        except errors as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
         record = {
             "settings": settings[part],
             "results": results,
@@ -204,4 +207,48 @@ def run_parts(description, parts, output_dir, settings, quick, current_inputs, r
         }  # fmt: skip
         write_record(output_dir / f"{part}.json", record)
         print(f"{part}: {record['seconds']:.0f} s; wrote {output_dir / f'{part}.json'}", flush=True)
+    return 0
+
+
+def draw_figures(
+    description, made_by, results_dir, output_dir, figures, input_paths, current_inputs, draw, settings, argv=None
+):
+    """The command line of a figure script (``plot_avb.py``, ...): ``--results-dir``, ``--output-dir``, ``--if-stale``.
+
+    ``input_paths(results_dir)`` lists the files the figures come from (a
+    missing one is reported in one line, naming ``made_by``, the script that
+    writes them); ``current_inputs(paths)``
+    hashes them (a RuntimeError, such as a missing graphviz, is reported in one
+    line); ``draw(results_dir, output_dir)`` writes ``figures``. The record
+    ``figures.json`` holds ``settings`` and the input hashes. Returns the exit code.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    results_dir, output_dir = pathlib.Path(results_dir), pathlib.Path(output_dir)
+    parser.add_argument(
+        "--results-dir", default=str(results_dir), help=f"measurements (default: {results_dir.relative_to(REPO_ROOT)})"
+    )
+    parser.add_argument(
+        "--output-dir", default=str(output_dir), help=f"where to write (default: {output_dir.relative_to(REPO_ROOT)})"
+    )
+    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
+    args = parser.parse_args(argv)
+    paths = input_paths(args.results_dir)
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        parser.exit(2, f"{parser.prog}: error: missing input {missing[0]}; run {made_by}\n")
+    try:
+        inputs = current_inputs(paths)
+    except RuntimeError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    output_dir = pathlib.Path(args.output_dir)
+    record_path = output_dir / "figures.json"
+    if args.if_stale and is_current(record_path, inputs, [output_dir / name for name in figures]):
+        print(f"{output_dir} is current; nothing to draw")
+        return 0
+    output_dir.mkdir(parents=True, exist_ok=True)
+    draw(pathlib.Path(args.results_dir), output_dir)
+    write_record(record_path, {"settings": settings, "inputs": inputs})
+    print(f"wrote {', '.join(figures)} to {output_dir}")
     return 0

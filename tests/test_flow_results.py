@@ -48,9 +48,11 @@ def test_longer_planar_flows_fit_every_density_better():
         for cell in kls:
             assert cell["kl"] > -4 * cell["stderr"], (target, cell)  # a KL divergence is not negative
             assert cell["stderr"] < 0.01, (target, cell)
-        assert kls[-1]["kl"] < kls[0]["kl"] - 0.1, target
-    # Annealing found both arcs of U1: far below the log 2 of a flow that covers one.
-    assert toy["kl"]["U1-planar-32"]["kl"] < 0.5 * math.log(2)
+        assert all(longer["kl"] < shorter["kl"] for shorter, longer in zip(kls[:-1], kls[1:], strict=True)), target
+        assert kls[-1]["kl"] < 0.05, target  # "within a few hundredths of a nat"
+    # Both arcs of U1 hold half the mass, with annealing and (as the post says) without it.
+    for cell in (toy["kl"]["U1-planar-32"], toy["without_annealing"]):
+        assert cell["kl"] < 0.05 and abs(cell["share_z1_positive"] - 0.5) < 0.05, cell
 
 
 def test_the_committed_2d_flows_reproduce_their_record():
@@ -59,7 +61,7 @@ def test_the_committed_2d_flows_reproduce_their_record():
     for name, cell in toy["results"]["kl"].items():
         flow = keras.saving.load_model(RESULTS / "toy" / f"{name}.keras", safe_mode=True)
         kl, stderr = flow_densities.reverse_kl(name.split("-")[0], flow, settings["kl_samples"], settings["seed"] + 1)
-        assert kl == pytest.approx(cell["kl"], abs=1e-4), name
+        assert kl == pytest.approx(cell["kl"], abs=1e-3), name  # float32 rounding differs between CPUs
     for target, log_z in toy["results"]["log_normaliser"].items():
         assert flow_densities.log_normaliser(target) == pytest.approx(log_z, abs=1e-9)
 
@@ -81,12 +83,12 @@ def test_the_mnist_table_is_complete_and_consistent():
 
 
 def test_the_mnist_claims_of_the_post_hold():
-    """IAF beats the Gaussian by more than three standard errors; ten planar flows are within one of it."""
+    """IAF is best by more than three standard errors; planar flows improve the NLL but not the bound."""
     rows = record("mnist")["results"]
     gaussian, planar, iaf = rows["gaussian"], rows["planar-k10"], rows["iaf-k2"]
-    assert iaf["test_nll"] < gaussian["test_nll"] - 3 * gaussian["test_nll_stderr"]
+    margin = 3 * gaussian["test_nll_stderr"]
+    assert iaf["test_nll"] < planar["test_nll"] - margin and planar["test_nll"] < gaussian["test_nll"] - margin
     assert iaf["final_test_negative_elbo"] < gaussian["final_test_negative_elbo"]
-    assert abs(planar["test_nll"] - gaussian["test_nll"]) < gaussian["test_nll_stderr"]
     assert planar["final_test_negative_elbo"] > gaussian["final_test_negative_elbo"]
 
 
@@ -94,6 +96,7 @@ def test_the_2d_iaf_claims_of_the_post_hold():
     """The IAF settles on one arc of U1 (a KL near log 2) and stays behind planar flows of the same length."""
     kl = record("toy")["results"]["kl"]
     assert abs(kl["U1-iaf-32"]["kl"] - math.log(2)) < 0.15
+    assert min(kl["U1-iaf-32"]["share_z1_positive"], 1 - kl["U1-iaf-32"]["share_z1_positive"]) < 0.05
     for target in flow_experiments.SETTINGS["toy"]["targets"]:
         assert kl[f"{target}-iaf-32"]["kl"] > kl[f"{target}-planar-32"]["kl"], target
 

@@ -105,6 +105,17 @@ def test_planar_flow_is_invertible_for_adversarial_u_and_w():
         assert np.all(np.isfinite(log_det)), trial
 
 
+def test_planar_flow_with_zero_w_is_a_translation_with_zero_log_det():
+    layer = PlanarFlow()
+    layer(np.zeros((1, 1, 3), "float32"))
+    layer.set_weights([np.array([1.0, -2.0, 0.5]), np.zeros(3), np.array(0.7)])
+    z = np.random.default_rng(12).normal(size=(4, 2, 3)).astype("float32")
+    z_out, log_det = (ops.convert_to_numpy(v) for v in layer(z))
+    shift = np.tanh(0.7) * np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(z_out - z, np.broadcast_to(shift, z.shape), atol=1e-6)
+    np.testing.assert_array_equal(log_det, np.zeros((4, 2)))
+
+
 def test_iaf_network_is_autoregressive():
     """``m_i`` and ``s_i`` ignore inputs ``>= i`` (in the step's order): the Jacobian is triangular."""
     rng = np.random.default_rng(3)
@@ -234,6 +245,8 @@ def test_flows_and_flow_vae_save_and_reload_with_safe_mode(tmp_path, kind):
         outputs, reloaded_outputs = (keras.tree.flatten(m(inputs[name])) for m in (model, reloaded))
         for a, b in zip(outputs, reloaded_outputs, strict=True):
             np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-6)
+    config = InverseAutoregressiveFlow(4, activation=keras.activations.relu).get_config()
+    assert config["activation"] == "relu"  # a callable is stored by name, so the config is JSON
     model, _ = build_density_fit("U3", kind, 2)
     model.save(tmp_path / "fit.keras")
     assert keras.saving.load_model(tmp_path / "fit.keras", safe_mode=True).get_layer("reverse_kl").target == "U3"
@@ -338,6 +351,18 @@ def test_log_normaliser_against_a_closed_form():
     assert log_normaliser("U2") == pytest.approx(math.log(closed_form), abs=1e-3)
 
 
+def numpy_log_normaliser(target, half_width=7.0, points=2801):
+    """``log Z`` from the NumPy transcription on a wider, finer grid (a Riemann sum, not the listing's rule)."""
+    grid = np.linspace(-half_width, half_width, points)
+    u = numpy_potential(target, np.stack(np.meshgrid(grid, grid, indexing="ij"), -1))
+    return float(np.log(np.sum(np.exp(-(u - u.min())))) - u.min() + 2 * np.log(grid[1] - grid[0]))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_log_normaliser_against_an_independent_grid(target):
+    assert log_normaliser(target) == pytest.approx(numpy_log_normaliser(target), abs=2e-3)
+
+
 def test_reverse_kl_of_the_untrained_identity_against_a_grid():
     """K = 0 leaves N(0, I): its KL from exp(-U1)/Z by Monte Carlo equals the grid integral."""
     flow = fit_flow("U1", "planar", 0)
@@ -345,7 +370,7 @@ def test_reverse_kl_of_the_untrained_identity_against_a_grid():
     grid = np.linspace(-6, 6, 1201)
     z = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1)
     log_q = stats.multivariate_normal(np.zeros(2)).logpdf(z)
-    log_p = -numpy_potential("U1", z) - log_normaliser("U1")
+    log_p = -numpy_potential("U1", z) - numpy_log_normaliser("U1")
     expected = np.sum(np.exp(log_q) * (log_q - log_p)) * (grid[1] - grid[0]) ** 2
     assert abs(kl - expected) < 4 * stderr + 1e-3
 
@@ -384,3 +409,13 @@ def test_bad_inputs_give_clear_errors():
         )  # fmt: skip
     with pytest.raises(ValueError, match="Expected a target"):
         potential("U5", np.zeros((1, 2)))
+    with pytest.raises(ValueError, match=r"amortized=True\) expects the list \[z, params\]"):
+        PlanarFlow(amortized=True)(np.zeros((1, 1, 2), "float32"))
+    with pytest.raises(ValueError, match=r"amortized=False\) expects a single tensor z"):
+        PlanarFlow()([np.zeros((1, 1, 2), "float32"), np.zeros((1, 5), "float32")])
+    step = InverseAutoregressiveFlow(4)
+    step(np.zeros((1, 1, 2), "float32"))
+    with pytest.raises(ValueError, match="built for z alone"):
+        step([np.zeros((1, 1, 2), "float32"), np.zeros((1, 3), "float32")])
+    with pytest.raises(ValueError, match=r"Expected `z` or the list \[z, context\]"):
+        InverseAutoregressiveFlow(4)([np.zeros((1, 1, 2), "float32")])

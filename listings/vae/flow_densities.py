@@ -130,11 +130,14 @@ def build_density_fit(target, flow="planar", num_flows=8):
     return keras.Model(z_0, z, name=f"fit_{target}"), flow_model
 
 
-def fit_flow(target, flow="planar", num_flows=8, steps=10000, batch_size=500, learning_rate=1e-2, seed=0, verbose=0):
+def fit_flow(
+    target, flow="planar", num_flows=8, steps=10000, batch_size=500, learning_rate=1e-2, seed=0, verbose=0, anneal=True
+):
     """Fit ``num_flows`` flows to ``exp(-U)`` with Adam on fresh ``z_0`` every step; the flow model.
 
-    ``beta`` rises from 0.01 to 1 over the first half of the steps, then the
-    learning rate decays along a cosine to zero over the second half.
+    With ``anneal``, ``beta`` rises from 0.01 to 1 over the first half of the
+    steps (otherwise it stays 1); the learning rate is constant for that half,
+    then decays along a cosine to zero over the second half.
     """
     check_flow_kind(flow)
     num_flows = check_num_flows(num_flows)
@@ -149,8 +152,8 @@ def fit_flow(target, flow="planar", num_flows=8, steps=10000, batch_size=500, le
     )
     model.compile(optimizer=keras.optimizers.Adam(schedule), jit_compile=True, steps_per_execution=100)
     z_0 = np.random.default_rng(seed).standard_normal((steps * batch_size, 1, 2), dtype="float32")
-    anneal = Anneal(model.get_layer("reverse_kl"), max(anneal_steps, 1))
-    model.fit(z_0, batch_size=batch_size, epochs=1, shuffle=False, verbose=verbose, callbacks=[anneal])
+    callbacks = [Anneal(model.get_layer("reverse_kl"), max(anneal_steps, 1))] if anneal else []
+    model.fit(z_0, batch_size=batch_size, epochs=1, shuffle=False, verbose=verbose, callbacks=callbacks)
     return flow_model
 
 

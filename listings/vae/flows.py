@@ -139,6 +139,11 @@ class PlanarFlow(layers.Layer):
         self.amortized = bool(amortized)
 
     def build(self, input_shape):
+        is_pair = isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
+        is_pair = is_pair and all(isinstance(shape, (list, tuple)) for shape in input_shape)
+        if is_pair != self.amortized:
+            expected = "the list [z, params]" if self.amortized else "a single tensor z"
+            raise ValueError(f"PlanarFlow(amortized={self.amortized}) expects {expected}. Received: {input_shape}")
         z_shape = input_shape[0] if self.amortized else input_shape
         check_z_shape(self, z_shape)
         self.latent_dim = int(z_shape[-1])
@@ -166,11 +171,15 @@ class PlanarFlow(layers.Layer):
         check_finite("z", z)
         w_dot_u = ops.sum(w * u, axis=-1, keepdims=True)
         softplus_w_dot_u = ops.softplus(w_dot_u)
-        w_norm_sq = ops.maximum(ops.sum(ops.square(w), axis=-1, keepdims=True), 1e-12)
-        u_hat = u + (softplus_w_dot_u - 1.0 - w_dot_u) * w / w_norm_sq
+        w_norm_sq = ops.sum(ops.square(w), axis=-1, keepdims=True)
+        # The share of the correction that survives a floor on |w|^2: 1 unless w is (almost) zero.
+        share = w_norm_sq / ops.maximum(w_norm_sq, 1e-12)
+        u_hat = u + (softplus_w_dot_u - 1.0 - w_dot_u) * w * share / ops.maximum(w_norm_sq, 1e-12)
         h = ops.tanh(ops.sum(w * z, axis=-1, keepdims=True) + b)
-        det = ops.square(h) + (1.0 - ops.square(h)) * softplus_w_dot_u  # 1 + tanh' * w^T u_hat
-        log_det = ops.log(ops.maximum(det, 1e-30))[..., 0]
+        # 1 + w^T u_hat = share * softplus(w^T u) + (1 - share) * (1 + w^T u), both terms >= 0 in practice.
+        one_plus_w_dot_u_hat = share * softplus_w_dot_u + (1.0 - share) * (1.0 + w_dot_u)
+        det = ops.square(h) + (1.0 - ops.square(h)) * one_plus_w_dot_u_hat  # 1 + tanh' * w^T u_hat
+        log_det = ops.log(ops.maximum(ops.abs(det), 1e-30))[..., 0]
         return [z + u_hat * h, log_det]
 
     def compute_output_shape(self, input_shape):
@@ -219,9 +228,7 @@ class MaskedDense(layers.Layer):
 
     def build(self, input_shape):
         if input_shape[-1] != len(self.input_degrees):
-            raise ValueError(
-                f"Expected inputs with {len(self.input_degrees)} features. Received: {tuple(input_shape)}"
-            )
+            raise ValueError(f"Expected inputs with {len(self.input_degrees)} features. Received: {tuple(input_shape)}")
         shape = (len(self.input_degrees), len(self.output_degrees))
         self.kernel = self.add_weight(shape=shape, initializer="glorot_uniform", name="kernel")
         self.bias = self.add_weight(shape=(shape[1],), initializer="zeros", name="bias")
@@ -289,10 +296,12 @@ class InverseAutoregressiveFlow(layers.Layer):
         self.hidden_layers = check_positive_int("hidden_layers", hidden_layers)
         self.reverse = bool(reverse)
         self.forget_bias = float(forget_bias)
-        self.activation = activation
+        self.activation = keras.activations.get(activation)
 
     def build(self, input_shape):
         has_context = isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple))
+        if has_context and len(input_shape) != 2:
+            raise ValueError(f"Expected `z` or the list [z, context]. Received: {input_shape}")
         z_shape = input_shape[0] if has_context else input_shape
         check_z_shape(self, z_shape)
         self.latent_dim = d = int(z_shape[-1])
@@ -318,10 +327,13 @@ class InverseAutoregressiveFlow(layers.Layer):
             self.context_projection.build(tuple(input_shape[1]))
 
     def call(self, inputs):
+        if isinstance(inputs, (list, tuple)) != (self.context_projection is not None):
+            built_for = "[z, context]" if self.context_projection is not None else "z alone"
+            raise ValueError(f"This IAF step was built for {built_for}. Received: {type(inputs).__name__}")
         z, context = (inputs[0], inputs[1]) if self.context_projection is not None else (inputs, None)
         check_z_shape(self, z.shape, self.latent_dim)
         check_finite("z", z)
-        activation = keras.activations.get(self.activation)
+        activation = self.activation
         h = self.masked_hidden[0](z)
         if context is not None:
             h = h + ops.expand_dims(self.context_projection(context), axis=-2)
@@ -346,7 +358,7 @@ class InverseAutoregressiveFlow(layers.Layer):
             "hidden_layers": self.hidden_layers,
             "reverse": self.reverse,
             "forget_bias": self.forget_bias,
-            "activation": self.activation,
+            "activation": keras.activations.serialize(self.activation),
         }
 
 
@@ -575,6 +587,11 @@ def flow_log_likelihood(vae, x, num_samples=5000, batch_size=100, seed=0, verbos
     batch_size = check_positive_int("batch_size", batch_size)
     nll = BernoulliNegativeLogLikelihood(reduction=None)
     widths = sum(layer.units for layer in decoder.layers if hasattr(layer, "units"))
+    for layer in flow.layers:  # and what each flow keeps per sample
+        if isinstance(layer, InverseAutoregressiveFlow):
+            widths += layer.hidden_units * layer.hidden_layers + 2 * layer.latent_dim
+        elif isinstance(layer, PlanarFlow):
+            widths += 2 * layer.latent_dim
     log_px, stderr = np.empty(len(x)), np.empty(len(x))
     progress = keras.utils.Progbar(len(x), unit_name="image", verbose=verbose)
     for start in range(0, len(x), batch_size):
