@@ -24,6 +24,7 @@ PROGRAMS = [
     "listings/vae/avb.py",
     "listings/vae/flows.py",
     "listings/vae/flow_densities.py",
+    "listings/vae/likelihoods.py",
     "scripts/make_diagrams.py",
     "scripts/make_mnist_subset.py",
     "scripts/train_main_post.py",
