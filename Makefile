@@ -9,7 +9,7 @@ PYTHON := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup site generated test serve benchmark iwae avb flows clean
+.PHONY: setup site generated test serve benchmark iwae avb flows likelihoods clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,8 @@ generated: setup
 	@$(PYTHON) scripts/plot_avb.py --if-stale
 	@$(PYTHON) scripts/flow_experiments.py --check || echo "warning: the flows post's measurements are stale; run make flows"
 	@$(PYTHON) scripts/plot_flows.py --if-stale
+	@$(PYTHON) scripts/likelihood_experiments.py --check || echo "warning: the likelihoods post's measurements are stale; run make likelihoods"
+	@$(PYTHON) scripts/plot_likelihoods.py --if-stale
 
 site: generated
 	$(VENV)/bin/nikola build --strict
@@ -60,6 +62,11 @@ avb: setup
 flows: setup
 	$(PYTHON) scripts/flow_experiments.py --if-stale
 	$(PYTHON) scripts/plot_flows.py --if-stale
+
+# The likelihoods post's MNIST heads, regression and classification
+likelihoods: setup
+	$(PYTHON) scripts/likelihood_experiments.py --if-stale
+	$(PYTHON) scripts/plot_likelihoods.py --if-stale
 
 serve: site
 	$(VENV)/bin/nikola serve --address 127.0.0.1 --port 8000

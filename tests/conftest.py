@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import json
 import os
 import pathlib
 import subprocess
@@ -23,6 +24,32 @@ sys.dont_write_bytecode = True
 for path in (LISTINGS_DIR, SCRIPTS_DIR):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+
+def _full_mnist_missing():
+    from mnist_data import resolve_mnist_dir
+
+    return resolve_mnist_dir() is None
+
+
+# Records hash the full MNIST files, so checking them needs those files.
+full_mnist = pytest.mark.skipif(
+    _full_mnist_missing(), reason="the records hash the full MNIST files; set MNIST_DIR or add ../shared"
+)
+
+
+def assert_parts_current(experiments):
+    """``<script> --check`` passes: every part record of an experiments module matches its inputs."""
+    script = pathlib.Path(experiments.__file__).relative_to(REPO_ROOT)
+    result = run_python([script, "--check"])
+    assert result.returncode == 0, f"{experiments.OUTPUT_DIR} is stale: {result.stderr.strip()[-500:]}"
+
+
+def assert_settings_recorded(experiments):
+    """Every part record of an experiments module holds the settings the module now has."""
+    for part in experiments.PARTS:
+        recorded = json.loads((experiments.OUTPUT_DIR / f"{part}.json").read_text())["settings"]
+        assert recorded == experiments.SETTINGS[part], f"{part}: rerun {pathlib.Path(experiments.__file__).name}"
 
 
 @pytest.fixture(scope="session")

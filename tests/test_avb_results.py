@@ -17,14 +17,10 @@ import avb  # noqa: F401  (registers the layers the saved models use)
 import avb_experiments
 import plot_avb
 import provenance
-from conftest import MNIST_SUBSET_DIR, run_python
+from conftest import MNIST_SUBSET_DIR, assert_parts_current, assert_settings_recorded, full_mnist, run_python
 from kl_divergence import ADVERSARIAL_ESTIMATORS
-from mnist_data import resolve_mnist_dir
 
 RESULTS = avb_experiments.OUTPUT_DIR
-full_mnist = pytest.mark.skipif(
-    resolve_mnist_dir() is None, reason="the MNIST record hashes the full MNIST files; set MNIST_DIR or add ../shared"
-)
 
 
 def record(part):
@@ -33,13 +29,11 @@ def record(part):
 
 @full_mnist
 def test_every_part_matches_its_inputs():
-    result = run_python(["scripts/avb_experiments.py", "--check"])
-    assert result.returncode == 0, f"results/avb is stale: {result.stderr.strip()[-500:]}"
+    assert_parts_current(avb_experiments)
 
 
 def test_records_hold_the_committed_settings():
-    for part in avb_experiments.PARTS:
-        assert record(part)["settings"] == avb_experiments.SETTINGS[part], f"{part}: run avb_experiments.py"
+    assert_settings_recorded(avb_experiments)
 
 
 def test_the_estimators_behave_as_the_post_says():

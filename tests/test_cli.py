@@ -25,6 +25,7 @@ PROGRAMS = [
     "listings/vae/flows.py",
     "listings/vae/flow_densities.py",
     "listings/vae/likelihoods.py",
+    "listings/vae/skeleton.py",
     "scripts/make_diagrams.py",
     "scripts/make_mnist_subset.py",
     "scripts/train_main_post.py",
@@ -38,6 +39,8 @@ PROGRAMS = [
     "scripts/plot_avb.py",
     "scripts/flow_experiments.py",
     "scripts/plot_flows.py",
+    "scripts/likelihood_experiments.py",
+    "scripts/plot_likelihoods.py",
 ]
 # Imported by the scripts; no command line of their own.
 LIBRARY_MODULES = {"scripts/provenance.py", "scripts/torch_reference.py", "scripts/epoch_timer.py"}
@@ -154,6 +157,22 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         ("scripts/flow_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
         ("scripts/flow_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
         ("scripts/plot_flows.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "flow_experiments.py"]),
+        ("listings/vae/skeleton.py", ["--epochs", "0"], {}, ["epochs=0", "positive integer"]),
+        ("listings/vae/skeleton.py", ["--samples", "-3"], {}, ["samples=-3"]),
+        (
+            "scripts/likelihood_experiments.py",
+            ["--parts", "poisson"],
+            SUBSET,
+            ["unknown parts", "mnist, regression, classification"],
+        ),
+        ("scripts/likelihood_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+        ("scripts/likelihood_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
+        (
+            "scripts/plot_likelihoods.py",
+            ["--results-dir", "/nonexistent"],
+            {},
+            ["missing input", "likelihood_experiments.py"],
+        ),
     ],
     ids=[
         "train-mc-samples-0",
@@ -197,6 +216,12 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
         "flow-experiments-quick-over-committed",
         "flow-experiments-missing-mnist",
         "plot-flows-missing-results",
+        "skeleton-epochs-0",
+        "skeleton-samples-negative",
+        "likelihood-experiments-unknown-part",
+        "likelihood-experiments-quick-over-committed",
+        "likelihood-experiments-missing-mnist",
+        "plot-likelihoods-missing-results",
     ],
 )
 def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path):
@@ -288,3 +313,10 @@ def test_flow_densities_cli_fits_a_flow():
     assert result.returncode == 0, result.stderr[-2000:]
     kl = float(re.search(r"KL\[q \|\| p\] = ([\d.]+) nats", result.stdout)[1])
     assert 0 < kl < 5
+
+
+def test_skeleton_cli_trains_a_bayesian_classifier():
+    result = run_python(["listings/vae/skeleton.py", "--task", "digits", "--epochs", "5", "--samples", "50"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    accuracy = float(re.search(r"test accuracy: ([\d.]+)", result.stdout)[1])
+    assert accuracy > 0.8  # chance is 0.1

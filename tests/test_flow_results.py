@@ -16,13 +16,9 @@ import flow_densities
 import flow_experiments
 import plot_flows
 import provenance
-from conftest import MNIST_SUBSET_DIR, REPO_ROOT, run_python
-from mnist_data import resolve_mnist_dir
+from conftest import MNIST_SUBSET_DIR, REPO_ROOT, assert_parts_current, assert_settings_recorded, full_mnist, run_python
 
 RESULTS = flow_experiments.OUTPUT_DIR
-full_mnist = pytest.mark.skipif(
-    resolve_mnist_dir() is None, reason="the MNIST records hash the full MNIST files; set MNIST_DIR or add ../shared"
-)
 
 
 def record(part):
@@ -31,13 +27,11 @@ def record(part):
 
 @full_mnist
 def test_every_part_matches_its_inputs():
-    result = run_python(["scripts/flow_experiments.py", "--check"])
-    assert result.returncode == 0, f"results/flows is stale: {result.stderr.strip()[-500:]}"
+    assert_parts_current(flow_experiments)
 
 
 def test_records_hold_the_committed_settings():
-    for part in flow_experiments.PARTS:
-        assert record(part)["settings"] == flow_experiments.SETTINGS[part], f"{part}: run flow_experiments.py"
+    assert_settings_recorded(flow_experiments)
 
 
 def test_longer_planar_flows_fit_every_density_better():

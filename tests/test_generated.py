@@ -8,20 +8,15 @@ from the committed model into a temporary folder and compared.
 import json
 
 import numpy as np
-import pytest
 
 import plot_benchmark
 import plot_main_post
 import provenance
 import train_main_post
-from conftest import MNIST_SUBSET_DIR, REPO_ROOT, run_python
-from mnist_data import resolve_mnist_dir
+from conftest import MNIST_SUBSET_DIR, REPO_ROOT, full_mnist, run_python
 
 IMAGES = REPO_ROOT / "images" / "vae"
 RESULTS = REPO_ROOT / "results" / "vae"
-full_mnist = pytest.mark.skipif(
-    resolve_mnist_dir() is None, reason="the records hash the full MNIST files; set MNIST_DIR or add ../shared"
-)
 
 
 def test_diagrams_are_byte_identical_to_a_fresh_drawing(tmp_path):

@@ -14,13 +14,9 @@ import mc_samples_experiments
 import plot_iwae
 import provenance
 import train_iwae_table
-from conftest import MNIST_SUBSET_DIR, run_python
-from mnist_data import resolve_mnist_dir
+from conftest import MNIST_SUBSET_DIR, full_mnist, run_python
 
 TABLE = train_iwae_table.OUTPUT_DIR / train_iwae_table.RECORD_NAME
-full_mnist = pytest.mark.skipif(
-    resolve_mnist_dir() is None, reason="the records hash the full MNIST files; set MNIST_DIR or add ../shared"
-)
 
 
 @pytest.fixture(scope="module")

@@ -151,3 +151,15 @@ def test_data_outside_the_support_gives_clear_errors():
     with pytest.raises(ValueError, match="Expected a likelihood in"):
         check_support("poisson", [1])
     assert check_support("continuous_bernoulli", [[0.0, 0.3, 1.0]]).dtype == np.float32
+
+
+def test_continuous_bernoulli_mean_against_quadrature():
+    """E[x] = ∫ x C λ^x (1-λ)^(1-x) dx by quadrature for moderate logits; 1/|l| (or 1 - 1/l) at ±1e4, no warning."""
+    from likelihoods import continuous_bernoulli_mean
+
+    for logit in (-20.0, -2.0, -1e-4, 0.0, 1e-4, 0.5, 3.0, 20.0):
+        # The density is proportional to exp(logit * x) on [0, 1].
+        first_moment = integrate.quad(lambda x, k=logit: x * np.exp(k * x), 0, 1)[0]
+        expected = first_moment / integrate.quad(lambda x, k=logit: np.exp(k * x), 0, 1)[0]
+        assert continuous_bernoulli_mean(logit) == pytest.approx(expected, abs=1e-9), logit
+    np.testing.assert_allclose(continuous_bernoulli_mean(np.array([-1e4, 1e4])), [1e-4, 1 - 1e-4], rtol=1e-9)

@@ -314,3 +314,35 @@ def test_flows_post_shows_its_figures_tables_and_maths(browser, site_url):
 def test_main_post_links_to_the_flows_post(post_visit, site_url):
     hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
     assert site_url + FLOWS_POST_PATH in hrefs
+
+
+LIKELIHOODS_POST_PATH = "posts/one-skeleton-many-likelihoods/"
+
+
+def test_likelihoods_post_shows_its_figures_tables_and_maths(browser, site_url):
+    figures = ("mnist_heads.svg", "regression_model.svg", "regression.svg", "reliability.svg")
+    url = site_url + LIKELIHOODS_POST_PATH
+    visit = visit_post(browser, url, "One Skeleton, Many Likelihoods", figures, min_math=20)
+    page = visit.page
+    # The MNIST table: five rows; the proper likelihoods' bits per pixel are numbers between 0 and 8.
+    rows = page.locator("table", has_text="bits per pixel").locator("tbody tr")
+    assert rows.count() == 5
+    for index in range(1, 5):
+        cells = rows.nth(index).locator("td").all_inner_texts()
+        assert 0 < float(cells[3]) < 8, cells
+    # The coverage table: percentages for the two interval rows.
+    coverage = page.locator("table", has_text="least squares").locator("tbody tr")
+    for index in range(2):
+        cells = coverage.nth(index).locator("td").all_inner_texts()
+        assert all(cell.endswith("%") and 0 < float(cell[:-1]) <= 100 for cell in cells[1:5]), cells
+    # The classification table: both accuracies far above chance.
+    accuracy = page.locator("table", has_text="calibration error").locator("tbody tr")
+    assert accuracy.count() == 2
+    for index in range(2):
+        assert float(accuracy.nth(index).locator("td").all_inner_texts()[1][:-1]) > 90
+    assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
+
+
+def test_main_post_links_to_the_likelihoods_post(post_visit, site_url):
+    hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
+    assert site_url + LIKELIHOODS_POST_PATH in hrefs

@@ -1,0 +1,357 @@
+"""Train and measure what the post "One skeleton, many likelihoods" shows.
+
+Writes, in ``--output-dir`` (default ``results/likelihoods``), one record per
+part, each with the SHA-256 of the inputs it came from:
+
+* ``mnist.json`` and ``mnist_images.npz``: the main post's VAE trained on
+  dequantised grey-level MNIST with a Bernoulli, a continuous Bernoulli and
+  a Gaussian head (one learned scale per pixel, and one per output); test
+  log-likelihoods by importance sampling, in nats and as bits per 8-bit
+  pixel; reconstructions, decoded prior samples and draws from ``p(x|z)``;
+* ``regression.json``: Bayesian linear regression on scikit-learn's diabetes
+  data (global posterior, Gaussian likelihood) over several random splits:
+  held-out log predictive density and the coverage of central predictive
+  intervals at several nominal levels, against least squares with a plug-in
+  Gaussian and against the exact conjugate posterior;
+* ``classification.json``: Bayesian softmax regression on scikit-learn's
+  digits against the same model fitted by maximum likelihood: accuracy, log
+  predictive density, expected calibration error and reliability bins.
+
+``--parts`` picks parts; ``--if-stale`` runs only the parts whose inputs
+changed; ``--check`` exits 1 when a record does not match its inputs;
+``--quick`` is a seconds-long run for tests (into another ``--output-dir``).
+"""
+
+import math
+import os
+import pathlib
+import sys
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import provenance  # noqa: E402
+from mnist_data import MNISTError  # noqa: E402
+
+OUTPUT_DIR = REPO_ROOT / "results" / "likelihoods"
+PARTS = ("mnist", "regression", "classification")
+MNIST_HEADS = {
+    "bernoulli": {"likelihood": "bernoulli", "heteroscedastic": False},
+    "continuous_bernoulli": {"likelihood": "continuous_bernoulli", "heteroscedastic": False},
+    "gaussian": {"likelihood": "gaussian", "heteroscedastic": False},
+    "gaussian_heteroscedastic": {"likelihood": "gaussian", "heteroscedastic": True},
+}
+LEVELS = [0.5, 0.8, 0.9, 0.95]
+SETTINGS = {
+    "mnist": {
+        "heads": MNIST_HEADS,
+        "num_train": 60000,
+        "num_test": 10000,
+        "num_epochs": 50,
+        "batch_size": 100,
+        "learning_rate": 1e-3,
+        "log_likelihood_samples": 1000,
+        "num_images": 8,
+        "seed": 0,
+    },
+    "regression": {"splits": 10, "num_epochs": 300, "batch_size": 32, "learning_rate": 1e-2, "predictive_samples": 2000,
+                   "levels": LEVELS, "seed": 0},
+    "classification": {"num_epochs": 300, "batch_size": 32, "learning_rate": 1e-2, "predictive_samples": 1000,
+                       "bins": 10, "seed": 0},
+}  # fmt: skip
+QUICK = {
+    "mnist": {**SETTINGS["mnist"], "num_train": 300, "num_test": 20, "num_epochs": 1, "log_likelihood_samples": 10,
+              "heads": {name: MNIST_HEADS[name] for name in ("bernoulli", "gaussian")}},
+    "regression": {**SETTINGS["regression"], "splits": 2, "num_epochs": 3, "predictive_samples": 50},
+    "classification": {**SETTINGS["classification"], "num_epochs": 2, "predictive_samples": 20},
+}  # fmt: skip
+
+SKELETON = [
+    "check_likelihood", "parameter_width", "NegativeLogLikelihood", "likelihood_head", "build_decoder",
+    "GlobalPosterior", "BayesianDense", "build_global_encoder", "build_linear_decoder", "build_model", "batches", "fit",
+    "predictive_samples", "log_predictive_density",
+]  # fmt: skip
+LIKELIHOODS = [
+    "LIKELIHOODS", "check_support", "broadcast_to_samples", "bernoulli_nll", "continuous_bernoulli_log_normaliser",
+    "continuous_bernoulli_nll", "gaussian_nll", "LearnedLogScale", "categorical_nll",
+]  # fmt: skip
+COMMON = {
+    "variational_autoencoder": ["PACKAGE", "check_positive_int", "gaussian_kl_divergence", "KLDivergenceLayer",
+                                "hidden_name", "reparameterize"],
+    "likelihoods": LIKELIHOODS,
+    "skeleton": SKELETON,
+}  # fmt: skip
+PART_DEFINITIONS = {
+    "mnist": {
+        **COMMON,
+        "variational_autoencoder": [*COMMON["variational_autoencoder"], "build_encoder"],
+        "likelihoods": [*LIKELIHOODS, "continuous_bernoulli_mean", "sample_from"],
+        "skeleton": [*SKELETON, "log_likelihood"],
+        "log_likelihood": ["gaussian_log_density", "log_importance_weights", "samples_per_chunk",
+                           "importance_sampled_log_likelihood", "_logsumexp"],
+        "importance_weighted": ["log_density_ratio"],
+        "train": ["DEFAULTS"],
+        "likelihood_experiments": ["bits_per_dim", "head_model", "mnist"],
+    },
+    "regression": {**COMMON, "skeleton": [*SKELETON, "load_task", "build_task_model"],
+                   "likelihood_experiments": ["level_key", "central_intervals", "exact_posterior", "regression"]},
+    "classification": {**COMMON, "skeleton": [*SKELETON, "load_task", "build_task_model"],
+                       "likelihood_experiments": ["reliability", "classification"]},
+}  # fmt: skip
+
+
+def current_inputs(part, settings):
+    paths = []
+    if part == "mnist":
+        paths = [REPO_ROOT / "listings" / "vae" / "mnist_data.py", *provenance.mnist_data_files()]
+    hashes = provenance.input_hashes(paths, settings[part])
+    modules = {"likelihood_experiments": sys.modules[__name__]}
+    return {**hashes, **provenance.definition_hashes(PART_DEFINITIONS[part], modules)}
+
+
+def bits_per_dim(nll_nats, dim):
+    """``-log2 P`` per pixel of 8-bit data bounded by a density's NLL on ``(k + u) / 256``."""
+    return (nll_nats / dim + math.log(256.0)) / math.log(2.0)
+
+
+def head_model(choice):
+    """The main post's VAE (its settings in `train.DEFAULTS`) with the head ``choice`` names, uncompiled."""
+    from skeleton import build_decoder, build_model
+    from train import DEFAULTS
+    from variational_autoencoder import build_encoder
+
+    units, latent_dim, layers = DEFAULTS["intermediate_dim"], DEFAULTS["latent_dim"], DEFAULTS["hidden_layers"]
+    encoder = build_encoder(784, units, latent_dim, layers, DEFAULTS["activation"])
+    decoder = build_decoder(choice["likelihood"], 784, units, latent_dim, layers, DEFAULTS["activation"],
+                            heteroscedastic=choice["heteroscedastic"])  # fmt: skip
+    return build_model(encoder, decoder, 784, latent_dim, mc_samples=DEFAULTS["mc_samples"])
+
+
+def mnist(settings, output_dir):
+    """Each head trained with the same budget; test log-likelihoods and images."""
+    import keras
+
+    from likelihoods import sample_from
+    from mnist_data import load_mnist
+    from skeleton import fit, log_likelihood
+    from train import DEFAULTS
+
+    (x_train, _), (x_test, _) = load_mnist()
+    x_train = x_train[: settings["num_train"]].reshape(-1, 784).astype("float32") / 256.0
+    levels_test = x_test[: settings["num_test"]].reshape(-1, 784).astype("float32")
+    rng = np.random.default_rng(settings["seed"] + 1)
+    x_test = (levels_test + rng.random(levels_test.shape, dtype="float32")) / 256.0  # one fixed dequantisation
+    shown = x_test[: settings["num_images"]]
+    z_prior = rng.standard_normal((settings["num_images"], 1, DEFAULTS["latent_dim"]), dtype="float32")
+    images = {"data": shown}
+    results = {"architecture": {k: DEFAULTS[k] for k in ("latent_dim", "intermediate_dim", "hidden_layers")}}
+    verbose = 1 if sys.stdout.isatty() else 2
+    for head, choice in settings["heads"].items():
+        print(f"  mnist {head} ...", flush=True)
+        likelihood = choice["likelihood"]
+        model = head_model(choice)
+        encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
+        start = time.perf_counter()
+        # The Bernoulli row is the quickstart's choice: grey levels under a
+        # Bernoulli "likelihood", checked only against [0, 1].
+        history = fit(
+            model, likelihood, x_train, num_epochs=settings["num_epochs"], batch_size=settings["batch_size"],
+            learning_rate=settings["learning_rate"], dequantize=True, seed=settings["seed"], verbose=verbose,
+            support="continuous_bernoulli" if likelihood == "bernoulli" else None,
+        )  # fmt: skip
+        train_seconds = time.perf_counter() - start
+        # Bernoulli: its own number (not a likelihood) and the same decoder read as a continuous Bernoulli.
+        scored_as = {"bernoulli": ["bernoulli", "continuous_bernoulli"]}.get(likelihood, [likelihood])
+        row = {**choice, "train_seconds": train_seconds, "final_train_loss": float(history["loss"][-1]),
+               "train_loss_per_epoch": [float(v) for v in history["loss"]], "test": {}}  # fmt: skip
+        for name in scored_as:
+            start = time.perf_counter()
+            log_px, mc_stderr = log_likelihood(model, name, x_test, settings["log_likelihood_samples"],
+                                               seed=settings["seed"])  # fmt: skip
+            nll = float(-log_px.mean())
+            row["test"][name] = {
+                "nll": nll,
+                "nll_stderr": float(log_px.std(ddof=1) / math.sqrt(len(log_px))),
+                "nll_monte_carlo_stderr": float(np.sqrt(np.nansum(mc_stderr**2)) / len(log_px)),
+                "bits_per_dim": bits_per_dim(nll, 784),
+                "seconds": time.perf_counter() - start,
+            }
+            print(f"  mnist {head} scored as {name}: test NLL {nll:.1f} nats", flush=True)
+        z_mean, _ = encoder(shown, training=False)
+        reconstruction = decoder(keras.ops.expand_dims(z_mean, 1), training=False)
+        generated = decoder(z_prior, training=False)
+        draw_rng = np.random.default_rng(settings["seed"] + 2)
+        for key, parameters in (("reconstruction", reconstruction), ("sample", generated)):
+            mean, draw = sample_from(likelihood, keras.ops.convert_to_numpy(parameters)[:, 0], draw_rng)
+            images[f"{head}/{key}_mean"] = mean
+            images[f"{head}/{key}_draw"] = draw
+        results[head] = row
+        fresh = head_model(choice)  # saved without the optimiser's state
+        fresh.set_weights(model.get_weights())
+        fresh.save(output_dir / "mnist" / f"{head}.keras")
+    np.savez_compressed(output_dir / "mnist_images.npz", **{k: np.asarray(v, "float32") for k, v in images.items()})
+    results["dim"] = 784
+    return results
+
+
+def level_key(level):
+    """``"90"`` for 0.9: a record key that a dotted result path can name."""
+    return str(round(100 * level))
+
+
+def central_intervals(draws, levels):
+    """``{level: (low, high)}``: central intervals from draws of shape (count, samples)."""
+    return {level: np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=1) for level in levels}
+
+
+def exact_posterior(x, y, noise_scale):
+    """The conjugate posterior of ``y = x w + b + noise``, prior ``N(0, I)``: mean and covariance of ``(w, b)``."""
+    design = np.hstack([x, np.ones((len(x), 1))]).astype("float64")
+    precision = np.eye(design.shape[1]) + design.T @ design / noise_scale**2
+    covariance = np.linalg.inv(precision)
+    return covariance @ design.T @ y[:, 0].astype("float64") / noise_scale**2, covariance
+
+
+def regression(settings):
+    """Bayesian linear regression over several splits: coverage and log predictive density."""
+    from scipy import stats
+
+    from skeleton import build_task_model, fit, load_task, log_predictive_density, predictive_samples
+
+    splits = []
+    for split in range(settings["splits"]):
+        (x_train, y_train), (x_test, y_test) = load_task("diabetes", seed=settings["seed"] + split)
+        model, likelihood = build_task_model("diabetes", x_train.shape[-1])
+        fit(model, likelihood, x_train, y_train, num_epochs=settings["num_epochs"], batch_size=settings["batch_size"],
+            learning_rate=settings["learning_rate"], loss_scale=len(x_train), seed=settings["seed"] + split,
+            verbose=0)  # fmt: skip
+        parameters = predictive_samples(model, x_test, settings["predictive_samples"], seed=split)
+        mean, log_scale = np.split(parameters, 2, axis=-1)
+        rng = np.random.default_rng(split)
+        draws = (mean + np.exp(log_scale) * rng.standard_normal(mean.shape))[..., 0]
+        intervals = central_intervals(draws, settings["levels"])
+        y = y_test[:, 0]
+        noise_scale = float(np.exp(model.get_layer("decoder").get_layer("log_scale").get_weights()[0][0]))
+        # Least squares with the maximum-likelihood noise: a plug-in Gaussian predictive.
+        design = np.hstack([x_train, np.ones((len(x_train), 1))])
+        coef, *_ = np.linalg.lstsq(design, y_train[:, 0], rcond=None)
+        ols_scale = float(np.sqrt(np.mean((design @ coef - y_train[:, 0]) ** 2)))
+        ols_mean = np.hstack([x_test, np.ones((len(x_test), 1))]) @ coef
+        # The exact posterior of the same model at the learned noise level.
+        w_mean, w_cov = exact_posterior(x_train, y_train, noise_scale)
+        test_design = np.hstack([x_test, np.ones((len(x_test), 1))])
+        exact_mean = test_design @ w_mean
+        exact_scale = np.sqrt(np.einsum("ni,ij,nj->n", test_design, w_cov, test_design) + noise_scale**2)
+        posterior = model.get_layer("encoder").get_layer("posterior")
+        row = {
+            "noise_scale": noise_scale,
+            "log_predictive_density": float(log_predictive_density(likelihood, y_test, parameters).mean()),
+            "coverage": {
+                level_key(level): float(np.mean((y >= low) & (y <= high))) for level, (low, high) in intervals.items()
+            },
+            "ols_log_predictive_density": float(stats.norm.logpdf(y, ols_mean, ols_scale).mean()),
+            "ols_coverage": {
+                level_key(level): float(np.mean(np.abs(y - ols_mean) <= stats.norm.ppf((1 + level) / 2) * ols_scale))
+                for level in settings["levels"]
+            },
+            "exact_log_predictive_density": float(stats.norm.logpdf(y, exact_mean, exact_scale).mean()),
+            "max_abs_mean_difference_from_exact": float(np.max(np.abs(np.mean(draws, axis=1) - exact_mean))),
+            "weight_mean_vi": [float(v) for v in posterior.get_weights()[0]],
+            "weight_mean_exact": [float(v) for v in w_mean],
+            "num_train": len(x_train),
+            "num_test": len(x_test),
+        }
+        if split == 0:
+            order = np.argsort(np.mean(draws, axis=1))
+            row["figure"] = {
+                "y": y[order].tolist(),
+                "mean": np.mean(draws, axis=1)[order].tolist(),
+                **{f"interval_{level}": intervals[level][:, order].tolist() for level in (0.5, 0.9)},
+            }
+        splits.append(row)
+        print(f"  split {split}: coverage {row['coverage']}, log p {row['log_predictive_density']:.3f}", flush=True)
+    summary = {}
+    for key in ("coverage", "ols_coverage"):
+        summary[key] = {
+            level_key(level): float(np.mean([s[key][level_key(level)] for s in splits])) for level in settings["levels"]
+        }
+    for key in ("log_predictive_density", "ols_log_predictive_density", "exact_log_predictive_density", "noise_scale"):
+        summary[key] = float(np.mean([s[key] for s in splits]))
+    summary["test_points"] = int(sum(s["num_test"] for s in splits))
+    return {"summary": summary, "splits": splits}
+
+
+def reliability(probabilities, labels, bins):
+    """Reliability bins of the top-class confidence, and the expected calibration error."""
+    confidence, correct = probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            rows.append({
+                "low": float(edges[b]), "high": float(edges[b + 1]), "count": int(mask.sum()),
+                "confidence": float(confidence[mask].mean()), "accuracy": float(correct[mask].mean()),
+            })  # fmt: skip
+            ece += mask.mean() * abs(confidence[mask].mean() - correct[mask].mean())
+    return {"bins": rows, "ece": float(ece)}
+
+
+def classification(settings):
+    """Bayesian softmax regression against maximum likelihood on digits."""
+    import keras
+
+    from likelihoods import categorical_nll
+    from skeleton import NegativeLogLikelihood, build_task_model, fit, load_task, predictive_samples
+
+    (x_train, y_train), (x_test, y_test) = load_task("digits", seed=settings["seed"])
+    model, likelihood = build_task_model("digits", x_train.shape[-1])
+    fit(model, likelihood, x_train, y_train, num_epochs=settings["num_epochs"], batch_size=settings["batch_size"],
+        learning_rate=settings["learning_rate"], loss_scale=len(x_train), seed=settings["seed"], verbose=0)  # fmt: skip
+    logits = predictive_samples(model, x_test, settings["predictive_samples"], seed=settings["seed"])
+    log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(logits, axis=-1))
+    bayes = np.exp(np.logaddexp.reduce(log_probs, axis=1) - math.log(log_probs.shape[1]))
+    # Maximum likelihood: the same linear softmax model, a point estimate, the same optimiser and epochs.
+    keras.utils.set_random_seed(settings["seed"])
+    ml = keras.Sequential([keras.Input((x_train.shape[-1],)), keras.layers.Dense(10, name="logits")])
+    ml.compile(keras.optimizers.Adam(settings["learning_rate"]), loss=NegativeLogLikelihood("categorical"))
+    ml.fit(x_train, y_train, epochs=settings["num_epochs"], batch_size=settings["batch_size"], verbose=0)
+    ml_logits = ml.predict(x_test, verbose=0)
+    ml_probs = keras.ops.convert_to_numpy(keras.ops.softmax(ml_logits, axis=-1))
+    ml_nll = keras.ops.convert_to_numpy(categorical_nll(y_test, ml_logits))
+    results = {"num_train": len(x_train), "num_test": len(x_test), "chance": 0.1}
+    for name, probs, log_p in (
+        ("bayes", bayes, np.log(bayes[np.arange(len(y_test)), y_test])),
+        ("ml", ml_probs, -ml_nll),
+    ):
+        results[name] = {
+            "accuracy": float(np.mean(probs.argmax(axis=1) == y_test)),
+            "log_predictive_density": float(np.mean(log_p)),
+            **reliability(probs, y_test, settings["bins"]),
+        }
+        r = results[name]
+        print(f"  {name}: accuracy {r['accuracy']:.3f}, log p {r['log_predictive_density']:.3f}, ECE {r['ece']:.3f}")
+    return results
+
+
+def run_part(part, settings, output_dir):
+    if part == "mnist":
+        (output_dir / "mnist").mkdir(parents=True, exist_ok=True)
+        return mnist(settings, output_dir)
+    return {"regression": regression, "classification": classification}[part](settings)
+
+
+def main(argv=None):
+    return provenance.run_parts(
+        __doc__, PARTS, OUTPUT_DIR, SETTINGS, QUICK, current_inputs, run_part, argv, errors=(MNISTError,)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
