@@ -317,6 +317,13 @@ def classification(settings):
     logits = predictive_samples(model, x_test, settings["predictive_samples"], seed=settings["seed"])
     log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(logits, axis=-1))
     bayes = np.exp(np.logaddexp.reduce(log_probs, axis=1) - math.log(log_probs.shape[1]))
+    # The same model at its posterior mean only: separates the posterior's spread from its mean.
+    posterior = model.get_layer("encoder").get_layer("posterior")
+    w_mean, w_log_var = (keras.ops.convert_to_numpy(weight) for weight in posterior.weights)
+    z = np.broadcast_to(w_mean, (len(x_test), 1, len(w_mean)))
+    mean_logits = model.get_layer("decoder")([keras.ops.convert_to_tensor(x_test), keras.ops.convert_to_tensor(z)])
+    mean_logits = keras.ops.convert_to_numpy(mean_logits)[:, 0]
+    mean_probs = keras.ops.convert_to_numpy(keras.ops.softmax(mean_logits, axis=-1))
     # Maximum likelihood: the same linear softmax model, a point estimate, the same optimiser and epochs.
     keras.utils.set_random_seed(settings["seed"])
     ml = keras.Sequential([keras.Input((x_train.shape[-1],)), keras.layers.Dense(10, name="logits")])
@@ -325,9 +332,16 @@ def classification(settings):
     ml_logits = ml.predict(x_test, verbose=0)
     ml_probs = keras.ops.convert_to_numpy(keras.ops.softmax(ml_logits, axis=-1))
     ml_nll = keras.ops.convert_to_numpy(categorical_nll(y_test, ml_logits))
-    results = {"num_train": len(x_train), "num_test": len(x_test), "chance": 0.1}
+    results = {
+        "num_train": len(x_train), "num_test": len(x_test), "chance": 0.1,
+        "posterior_scale": {"mean": float(np.mean(np.exp(0.5 * w_log_var))),
+                            "max": float(np.max(np.exp(0.5 * w_log_var)))},
+        "weight_norm": {"bayes_mean": float(np.linalg.norm(w_mean)),
+                        "ml": float(np.sqrt(sum(np.sum(w**2) for w in ml.get_weights())))},
+    }  # fmt: skip
     for name, probs, log_p in (
         ("bayes", bayes, np.log(bayes[np.arange(len(y_test)), y_test])),
+        ("bayes_mean", mean_probs, -keras.ops.convert_to_numpy(categorical_nll(y_test, mean_logits))),
         ("ml", ml_probs, -ml_nll),
     ):
         results[name] = {

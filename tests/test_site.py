@@ -337,8 +337,8 @@ def test_likelihoods_post_shows_its_figures_tables_and_maths(browser, site_url):
         assert all(cell.endswith("%") and 0 < float(cell[:-1]) <= 100 for cell in cells[1:5]), cells
     # The classification table: both accuracies far above chance.
     accuracy = page.locator("table", has_text="calibration error").locator("tbody tr")
-    assert accuracy.count() == 2
-    for index in range(2):
+    assert accuracy.count() == 3
+    for index in range(3):
         assert float(accuracy.nth(index).locator("td").all_inner_texts()[1][:-1]) > 90
     assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
 
