@@ -4,6 +4,7 @@ Like Pyro's test_examples.py: the list below must name every listing and
 script, so a new program without a test fails here.
 """
 
+import concurrent.futures
 import json
 import pathlib
 import re
@@ -53,9 +54,29 @@ def test_every_program_is_listed():
     assert found - LIBRARY_MODULES == set(PROGRAMS)
 
 
+def run_two_at_a_time(commands):
+    """``{key: CompletedProcess}`` for ``{key: (args, env)}``, two subprocesses at a time (the machine has two
+    cores; each mostly waits on its own TensorFlow import)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {key: pool.submit(run_python, args, env) for key, (args, env) in commands.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def selected_params(request, test_name, param):
+    """The values of ``param`` in the session's selected items of ``test_name`` (so ``-k`` runs only those)."""
+    items = [item for item in request.session.items if getattr(item, "originalname", None) == test_name]
+    return [item.callspec.params[param] for item in items]
+
+
+@pytest.fixture(scope="module")
+def help_results(request):
+    programs = selected_params(request, "test_help", "program")
+    return run_two_at_a_time({program: ([program, "--help"], None) for program in programs})
+
+
 @pytest.mark.parametrize("program", PROGRAMS, ids=[pathlib.Path(p).stem for p in PROGRAMS])
-def test_help(program):
-    result = run_python([program, "--help"])
+def test_help(program, help_results):
+    result = help_results[program]
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage:")
 
@@ -108,130 +129,137 @@ def test_visualize_cli_draws_from_saved_model(trained_output, tmp_path):
     assert (tmp_path / "manifold.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize(
-    "program, args, env, fragments",
-    [
-        ("listings/vae/train.py", ["--mc-samples", "0"], SUBSET, ["mc_samples=0", "positive integer"]),
-        ("listings/vae/train.py", ["--latent-dim", "0"], SUBSET, ["latent_dim=0"]),
-        ("listings/vae/train.py", ["--num-epochs", "0"], SUBSET, ["num_epochs=0"]),
-        ("listings/vae/train.py", [], {"MNIST_DIR": "/nonexistent/mnist"}, ["MNIST folder not found"]),
-        ("listings/vae/variational_autoencoder.py", ["--mc-samples", "-1"], {}, ["mc_samples=-1"]),
-        ("listings/vae/variational_autoencoder_classic.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
-        ("listings/vae/visualize.py", ["--model", "/nonexistent.keras"], SUBSET, ["Model file not found"]),
-        ("scripts/train_main_post.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
-        ("scripts/benchmark.py", ["--repeats", "0"], SUBSET, ["repeats=0", "--repeats >= 1"]),
-        ("listings/vae/log_likelihood.py", ["--model", "/nonexistent.keras"], SUBSET, ["Model file not found"]),
-        ("listings/vae/log_likelihood.py", ["--model", "x.keras", "--num-samples", "0"], SUBSET, ["num_samples=0"]),
-        ("scripts/benchmark.py", ["--check", "--output", "/nonexistent.json"], {}, ["not found", "benchmark.py"]),
-        ("scripts/plot_benchmark.py", ["--results", "/nonexistent.json"], {}, ["run scripts/benchmark.py first"]),
-        ("listings/vae/importance_weighted.py", ["-k", "0"], SUBSET, ["k=0", "positive integer"]),
-        ("listings/vae/importance_weighted.py", ["--stages", "0"], SUBSET, ["stages=0"]),
-        ("listings/vae/importance_weighted.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
-        ("scripts/train_iwae_table.py", ["--rows", "vae-k2"], SUBSET, ["unknown rows", "iwae-k50"]),
-        ("scripts/train_iwae_table.py", ["--stages", "0"], SUBSET, ["--stages >= 1"]),
-        ("scripts/mc_samples_experiments.py", ["--table-dir", "/nonexistent"], SUBSET, ["Missing input"]),
-        ("scripts/plot_iwae.py", ["--experiments", "/nonexistent.json"], {}, ["run mc_samples_experiments.py"]),
-        ("listings/vae/kl_divergence.py", ["--samples", "0"], {}, ["samples=0", "positive integer"]),
-        ("scripts/train_iwae_table.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
-        ("scripts/mc_samples_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output"]),
-        ("scripts/train_iwae_table.py", ["--stages", "2", "--paper-schedule"], SUBSET, ["not both"]),
-        ("listings/vae/avb.py", ["--estimator", "kde"], SUBSET, ["Expected an estimator in", "Received: 'kde'"]),
-        (
-            "listings/vae/avb.py",
-            ["--estimator", "monte_carlo", "--posterior", "implicit"],
-            SUBSET,
-            ["only the adversarial estimator"],
-        ),
-        ("listings/vae/avb.py", ["--num-epochs", "0"], SUBSET, ["num_epochs=0"]),
-        ("listings/vae/avb.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
-        ("scripts/avb_experiments.py", ["--parts", "gan"], SUBSET, ["unknown parts", "estimators, toy, mnist"]),
-        ("scripts/avb_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
-        ("scripts/avb_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
-        ("scripts/plot_avb.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "avb_experiments.py"]),
-        ("listings/vae/flows.py", ["--num-flows", "-1"], SUBSET, ["num_flows=-1", "non-negative integer"]),
-        ("listings/vae/flows.py", ["--num-test", "0"], SUBSET, ["num_test=0"]),
-        ("listings/vae/flows.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
-        ("listings/vae/flow_densities.py", ["--num-flows", "-2"], {}, ["num_flows=-2"]),
-        ("listings/vae/flow_densities.py", ["--steps", "0"], {}, ["steps=0", "positive integer"]),
-        ("scripts/flow_experiments.py", ["--parts", "nice"], SUBSET, ["unknown parts", "toy, mnist, cost"]),
-        ("scripts/flow_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
-        ("scripts/flow_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
-        ("scripts/plot_flows.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "flow_experiments.py"]),
-        ("listings/vae/skeleton.py", ["--epochs", "0"], {}, ["epochs=0", "positive integer"]),
-        ("listings/vae/skeleton.py", ["--samples", "-3"], {}, ["samples=-3"]),
-        (
-            "scripts/likelihood_experiments.py",
-            ["--parts", "poisson"],
-            SUBSET,
-            ["unknown parts", "mnist, regression, classification"],
-        ),
-        ("scripts/likelihood_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
-        ("scripts/likelihood_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
-        (
-            "scripts/plot_likelihoods.py",
-            ["--results-dir", "/nonexistent"],
-            {},
-            ["missing input", "likelihood_experiments.py"],
-        ),
-    ],
-    ids=[
-        "train-mc-samples-0",
-        "train-latent-dim-0",
-        "train-epochs-0",
-        "train-missing-mnist-dir",
-        "model-mc-samples-negative",
-        "classic-missing-mnist-dir",
-        "visualize-missing-model",
-        "results-missing-mnist-dir",
-        "benchmark-repeats-0",
-        "log-likelihood-missing-model",
-        "log-likelihood-k-0",
-        "benchmark-check-missing-results",
-        "plot-benchmark-missing-results",
-        "iwae-k-0",
-        "iwae-stages-0",
-        "iwae-missing-mnist-dir",
-        "table-unknown-row",
-        "table-stages-0",
-        "experiments-missing-models",
-        "plot-iwae-missing-results",
-        "kl-samples-0",
-        "table-quick-over-committed",
-        "experiments-quick-over-committed",
-        "table-stages-and-paper-schedule",
-        "avb-unknown-estimator",
-        "avb-implicit-without-adversary",
-        "avb-epochs-0",
-        "avb-missing-mnist-dir",
-        "avb-experiments-unknown-part",
-        "avb-experiments-quick-over-committed",
-        "avb-experiments-missing-mnist",
-        "plot-avb-missing-results",
-        "flows-k-negative",
-        "flows-num-test-0",
-        "flows-missing-mnist-dir",
-        "flow-densities-k-negative",
-        "flow-densities-steps-0",
-        "flow-experiments-unknown-part",
-        "flow-experiments-quick-over-committed",
-        "flow-experiments-missing-mnist",
-        "plot-flows-missing-results",
-        "skeleton-epochs-0",
-        "skeleton-samples-negative",
-        "likelihood-experiments-unknown-part",
-        "likelihood-experiments-quick-over-committed",
-        "likelihood-experiments-missing-mnist",
-        "plot-likelihoods-missing-results",
-    ],
-)
-def test_bad_input_gives_one_line_error(program, args, env, fragments, tmp_path):
-    result = run_python(
-        [program, *args, "--output-dir", tmp_path]
-        if program.endswith(("train.py", "importance_weighted.py", "avb.py", "flows.py"))
-        else [program, *args],
-        env=env,
-    )
-    assert_one_line_error(result, *fragments)
+# Bad input: (program, args, environment, fragments the one-line error must contain).
+BAD_INPUTS = [
+    ("listings/vae/train.py", ["--mc-samples", "0"], SUBSET, ["mc_samples=0", "positive integer"]),
+    ("listings/vae/train.py", ["--latent-dim", "0"], SUBSET, ["latent_dim=0"]),
+    ("listings/vae/train.py", ["--num-epochs", "0"], SUBSET, ["num_epochs=0"]),
+    ("listings/vae/train.py", [], {"MNIST_DIR": "/nonexistent/mnist"}, ["MNIST folder not found"]),
+    ("listings/vae/variational_autoencoder.py", ["--mc-samples", "-1"], {}, ["mc_samples=-1"]),
+    ("listings/vae/variational_autoencoder_classic.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
+    ("listings/vae/visualize.py", ["--model", "/nonexistent.keras"], SUBSET, ["Model file not found"]),
+    ("scripts/train_main_post.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
+    ("scripts/benchmark.py", ["--repeats", "0"], SUBSET, ["repeats=0", "--repeats >= 1"]),
+    ("listings/vae/log_likelihood.py", ["--model", "/nonexistent.keras"], SUBSET, ["Model file not found"]),
+    ("listings/vae/log_likelihood.py", ["--model", "x.keras", "--num-samples", "0"], SUBSET, ["num_samples=0"]),
+    ("scripts/benchmark.py", ["--check", "--output", "/nonexistent.json"], {}, ["not found", "benchmark.py"]),
+    ("scripts/plot_benchmark.py", ["--results", "/nonexistent.json"], {}, ["run scripts/benchmark.py first"]),
+    ("listings/vae/importance_weighted.py", ["-k", "0"], SUBSET, ["k=0", "positive integer"]),
+    ("listings/vae/importance_weighted.py", ["--stages", "0"], SUBSET, ["stages=0"]),
+    ("listings/vae/importance_weighted.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
+    ("scripts/train_iwae_table.py", ["--rows", "vae-k2"], SUBSET, ["unknown rows", "iwae-k50"]),
+    ("scripts/train_iwae_table.py", ["--stages", "0"], SUBSET, ["--stages >= 1"]),
+    ("scripts/mc_samples_experiments.py", ["--table-dir", "/nonexistent"], SUBSET, ["Missing input"]),
+    ("scripts/plot_iwae.py", ["--experiments", "/nonexistent.json"], {}, ["run mc_samples_experiments.py"]),
+    ("listings/vae/kl_divergence.py", ["--samples", "0"], {}, ["samples=0", "positive integer"]),
+    ("scripts/train_iwae_table.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+    ("scripts/mc_samples_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output"]),
+    ("scripts/train_iwae_table.py", ["--stages", "2", "--paper-schedule"], SUBSET, ["not both"]),
+    ("listings/vae/avb.py", ["--estimator", "kde"], SUBSET, ["Expected an estimator in", "Received: 'kde'"]),
+    (
+        "listings/vae/avb.py",
+        ["--estimator", "monte_carlo", "--posterior", "implicit"],
+        SUBSET,
+        ["only the adversarial estimator"],
+    ),
+    ("listings/vae/avb.py", ["--num-epochs", "0"], SUBSET, ["num_epochs=0"]),
+    ("listings/vae/avb.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
+    ("scripts/avb_experiments.py", ["--parts", "gan"], SUBSET, ["unknown parts", "estimators, toy, mnist"]),
+    ("scripts/avb_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+    ("scripts/avb_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
+    ("scripts/plot_avb.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "avb_experiments.py"]),
+    ("listings/vae/flows.py", ["--num-flows", "-1"], SUBSET, ["num_flows=-1", "non-negative integer"]),
+    ("listings/vae/flows.py", ["--num-test", "0"], SUBSET, ["num_test=0"]),
+    ("listings/vae/flows.py", [], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder not found"]),
+    ("listings/vae/flow_densities.py", ["--num-flows", "-2"], {}, ["num_flows=-2"]),
+    ("listings/vae/flow_densities.py", ["--steps", "0"], {}, ["steps=0", "positive integer"]),
+    ("scripts/flow_experiments.py", ["--parts", "nice"], SUBSET, ["unknown parts", "toy, mnist, cost"]),
+    ("scripts/flow_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+    ("scripts/flow_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
+    ("scripts/plot_flows.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "flow_experiments.py"]),
+    ("listings/vae/skeleton.py", ["--epochs", "0"], {}, ["epochs=0", "positive integer"]),
+    ("listings/vae/skeleton.py", ["--samples", "-3"], {}, ["samples=-3"]),
+    (
+        "scripts/likelihood_experiments.py",
+        ["--parts", "poisson"],
+        SUBSET,
+        ["unknown parts", "mnist, regression, classification"],
+    ),
+    ("scripts/likelihood_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+    ("scripts/likelihood_experiments.py", ["--parts", "mnist"], {"MNIST_DIR": "/nonexistent"}, ["MNIST folder"]),
+    (
+        "scripts/plot_likelihoods.py",
+        ["--results-dir", "/nonexistent"],
+        {},
+        ["missing input", "likelihood_experiments.py"],
+    ),
+]
+BAD_INPUT_IDS = [
+    "train-mc-samples-0",
+    "train-latent-dim-0",
+    "train-epochs-0",
+    "train-missing-mnist-dir",
+    "model-mc-samples-negative",
+    "classic-missing-mnist-dir",
+    "visualize-missing-model",
+    "results-missing-mnist-dir",
+    "benchmark-repeats-0",
+    "log-likelihood-missing-model",
+    "log-likelihood-k-0",
+    "benchmark-check-missing-results",
+    "plot-benchmark-missing-results",
+    "iwae-k-0",
+    "iwae-stages-0",
+    "iwae-missing-mnist-dir",
+    "table-unknown-row",
+    "table-stages-0",
+    "experiments-missing-models",
+    "plot-iwae-missing-results",
+    "kl-samples-0",
+    "table-quick-over-committed",
+    "experiments-quick-over-committed",
+    "table-stages-and-paper-schedule",
+    "avb-unknown-estimator",
+    "avb-implicit-without-adversary",
+    "avb-epochs-0",
+    "avb-missing-mnist-dir",
+    "avb-experiments-unknown-part",
+    "avb-experiments-quick-over-committed",
+    "avb-experiments-missing-mnist",
+    "plot-avb-missing-results",
+    "flows-k-negative",
+    "flows-num-test-0",
+    "flows-missing-mnist-dir",
+    "flow-densities-k-negative",
+    "flow-densities-steps-0",
+    "flow-experiments-unknown-part",
+    "flow-experiments-quick-over-committed",
+    "flow-experiments-missing-mnist",
+    "plot-flows-missing-results",
+    "skeleton-epochs-0",
+    "skeleton-samples-negative",
+    "likelihood-experiments-unknown-part",
+    "likelihood-experiments-quick-over-committed",
+    "likelihood-experiments-missing-mnist",
+    "plot-likelihoods-missing-results",
+]
+# Programs that write files get an --output-dir of their own.
+WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py")
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(request, tmp_path_factory):
+    commands = {}
+    for case_id, (program, args, env, _) in selected_params(request, "test_bad_input_gives_one_line_error", "case"):
+        output = ["--output-dir", tmp_path_factory.mktemp(case_id)] if program.endswith(WRITERS) else []
+        commands[case_id] = ([program, *args, *output], env)
+    return run_two_at_a_time(commands)
+
+
+@pytest.mark.parametrize("case", list(zip(BAD_INPUT_IDS, BAD_INPUTS, strict=True)), ids=BAD_INPUT_IDS)
+def test_bad_input_gives_one_line_error(case, bad_input_results):
+    case_id, (_, _, _, fragments) = case
+    assert_one_line_error(bad_input_results[case_id], *fragments)
 
 
 def test_log_likelihood_cli_estimates_a_saved_model(trained_output, tmp_path):
