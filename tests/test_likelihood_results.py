@@ -142,11 +142,7 @@ def test_quick_run_writes_every_number_the_post_reads(tmp_path):
         env={"MNIST_DIR": str(MNIST_SUBSET_DIR)},
     )
     assert again.returncode == 0 and "nothing to run" in again.stdout
-    figures = run_python(
-        ["scripts/plot_likelihoods.py", "--results-dir", tmp_path, "--output-dir", tmp_path / "images"]
-    )
-    assert figures.returncode == 0, figures.stderr[-2000:]
-    assert all((tmp_path / "images" / name).stat().st_size > 1000 for name in plot_likelihoods.FIGURES)
+    # The figures are drawn from the committed records in the redraw test below.
 
 
 def test_a_changed_likelihood_makes_its_parts_stale(monkeypatch):
