@@ -2,6 +2,8 @@
 #   make site   install what is missing, regenerate stale diagrams, results
 #               and figures, build the site into output/
 #   make test   install what is missing, run the whole test suite
+# and `make test-fast` for the quick tier while you work (no site build, no
+# browser, no subprocesses, no quick-mode training: a few minutes),
 # and `make serve` to look at the built site on http://127.0.0.1:8000/.
 SHELL := /bin/bash
 VENV := .venv
@@ -9,7 +11,7 @@ PYTHON := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup site generated test serve benchmark iwae avb flows likelihoods clean
+.PHONY: setup site generated test test-fast serve benchmark iwae avb flows likelihoods clean
 
 setup:
 	@bash scripts/setup.sh
@@ -37,6 +39,9 @@ site: generated
 
 test: setup
 	$(VENV)/bin/python -m pytest
+
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 # The side-by-side speed benchmark (tens of minutes; run it on an idle machine).
 benchmark: setup

@@ -19,6 +19,7 @@ TRANSLATIONS = {DEFAULT_LANG: ""}
 
 NAVIGATION_LINKS = {
     DEFAULT_LANG: (
+        ("/pages/start/", "Start here"),
         ("/archive.html", "Archive"),
         ("/listings/", "Listings"),
         ("/pages/performance/", "Performance"),
@@ -37,7 +38,9 @@ TIMEZONE = "UTC"
 
 FILES_FOLDERS = {"files": ""}
 # The listings are the runnable programs that the posts quote.
-LISTINGS_FOLDERS = {"listings": "listings"}
+# The listings a reader copies, and the scripts that made every figure, table
+# and number (each caption's "Source:" line links the script's page).
+LISTINGS_FOLDERS = {"listings": "listings", "scripts": "scripts"}
 
 COMPILERS = {"rest": (".rst", ".txt")}
 
@@ -45,10 +48,23 @@ COMPILERS = {"rest": (".rst", ".txt")}
 IMAGE_FOLDERS = {"images": "images"}
 
 INDEX_TEASERS = True
+# The blog index leads a newcomer to the start page (reading order, notation).
+FRONT_INDEX_HEADER = {
+    DEFAULT_LANG: (
+        '<p class="lead">A series of five posts on variational autoencoders in Keras 3. '
+        'New here? <a href="/pages/start/">Start here</a>: the reading order, what each post teaches, '
+        "the notation they share, and how to run the listings and the tests.</p>"
+    )
+}
 
-LICENSE = ""
+# The code (listings, scripts, tests) is MIT-licensed, the text and figures
+# CC BY 4.0; the LICENSE file has both, and the footer of every page says so.
+LICENSE = (
+    'Code: <a href="https://opensource.org/license/mit">MIT licence</a>; '
+    'text and figures: <a href="https://creativecommons.org/licenses/by/4.0/">CC BY 4.0</a>.'
+)
 CONTENT_FOOTER = (
-    "Contents &copy; {date} {author} &mdash; built with Nikola; "
+    "Contents &copy; {date} {author} &mdash; {license} Built with Nikola; "
     "every listing, figure and number on this site is generated and tested."
 )
 CONTENT_FOOTER_FORMATS = {
@@ -65,17 +81,15 @@ COMMENT_SYSTEM_ID = ""
 STRIP_INDEXES = True
 PRETTY_URLS = True
 
-# MathJax 3 is served from files/assets/mathjax (copied from the npm package
-# by `make site`); templates/math_helper.tmpl loads it instead of Nikola's CDN copy.
-MATHJAX_CONFIG = """
-<script>
-window.MathJax = {
-  tex: {inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["\\\\[", "\\\\]"]], tags: "ams"},
-  svg: {fontCache: "global"},
-  options: {enableMenu: false}
-};
-</script>
-"""
+# Maths are typeset at build time: the typeset_math filter (plugins/typeset_math,
+# scripts/typeset_math.mjs: MathJax 3.2.2 from the pinned mathjax-full npm
+# package, TeX delimiters \( \) and \[ \], tags "ams", SVG with a global font
+# cache, assistive MathML) replaces each page's TeX with SVG, so pages load no
+# MathJax script and templates/math_helper.tmpl adds nothing. The
+# code_line_links filter (plugins/code_line_links) gives the line-number links
+# of listings a name and takes the empty links off code lines in posts.
+MATHJAX_CONFIG = ""
+FILTERS = {".html": ["typeset_math", "code_line_links"]}
 
 # Serve jQuery, Bootstrap and friends from the site itself.
 USE_CDN = False

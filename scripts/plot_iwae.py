@@ -7,7 +7,8 @@ and writes, in ``--output-dir`` (default ``images/iwae``):
   number of samples, for the ELBO and the IWAE bound;
 * ``batch_mc_grid.svg``: test negative ELBO over batch size x samples, at a
   fixed number of steps and at a fixed wall-clock time;
-* ``bounds_vs_k.svg``: the ELBO and L_k against k for a VAE and an IWAE;
+* ``bounds_vs_k.svg``: the ELBO and the bound L_M against the number M of
+  importance samples, for a VAE and an IWAE trained with S = 50;
 * ``reconstructions.svg``: one test digit decoded from single samples of z;
 * ``figures.json``: the record of the inputs they came from.
 
@@ -27,7 +28,7 @@ EXPERIMENTS = REPO_ROOT / "results" / "iwae" / "experiments.json"
 OUTPUT_DIR = REPO_ROOT / "images" / "iwae"
 FIGURES = ("gradient_variance.svg", "batch_mc_grid.svg", "bounds_vs_k.svg", "reconstructions.svg")
 RECORD_NAME = "figures.json"
-LABELS = {"elbo": "ELBO", "iwae": "IWAE bound", "vae-k50": "VAE, k = 50", "iwae-k50": "IWAE, k = 50"}
+LABELS = {"elbo": "ELBO", "iwae": "IWAE bound", "vae-k50": "VAE, S = 50", "iwae-k50": "IWAE, S = 50"}
 
 
 def current_inputs(experiments_path):
@@ -116,11 +117,11 @@ def plot_bounds(results, path):
     for row, marker in zip(results, "osd^v", strict=False):
         ks = sorted(int(key[1:]) for key in results[row] if key.startswith("k"))
         (line,) = ax.plot(
-            ks, [results[row][f"k{k}"] for k in ks], marker=marker, label=f"{LABELS.get(row, row)}: $L_k$"
+            ks, [results[row][f"k{k}"] for k in ks], marker=marker, label=f"{LABELS.get(row, row)}: $L_M$"
         )
         ax.axhline(results[row]["elbo"], color=line.get_color(), linestyle="--", label=f"{LABELS.get(row, row)}: ELBO")
     ax.set_xscale("log")
-    ax.set_xlabel("importance samples k")
+    ax.set_xlabel("importance samples M")
     ax.set_ylabel("bound on log p(x) (nats per image)")
     ax.legend(frameon=False, fontsize=8)
     ax.grid(True, which="major", alpha=0.3)

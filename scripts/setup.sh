@@ -3,7 +3,9 @@
 # Idempotent: a second run on an installed machine checks and does nothing.
 #   - Debian packages: graphviz (dot), chromium (the browser tests), fonts;
 #   - .venv from the pinned requirements.txt (reinstalled when it changes);
-#   - MathJax from the pinned npm package, copied into files/assets/mathjax.
+#   - node_modules from the pinned package-lock.json (reinstalled when it
+#     changes): mathjax-full, which typesets the maths at build time
+#     (scripts/typeset_math.mjs), and axe-core, which the browser tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,16 +43,19 @@ if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$requirements_hash" ]; 
   echo "$requirements_hash" > .venv/.requirements.sha256
 fi
 
-# MathJax 3, pinned by package-lock.json, served from the site's own files.
-# SVG output only: the CommonHTML output's web fonts are left out.
-mathjax_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ "$(cat files/assets/mathjax/.package-lock.sha256 2>/dev/null)" != "$mathjax_hash" ]; then
-  echo "setup: installing MathJax from npm into files/assets/mathjax"
+# npm packages, pinned by package-lock.json. The site serves none of them:
+# mathjax-full typesets the maths when the site is built (so pages load no
+# MathJax script), axe-core is injected into pages by the accessibility tests.
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat node_modules/.package-lock.sha256 2>/dev/null)" != "$lock_hash" ]; then
+  echo "setup: installing the npm packages of package-lock.json into node_modules"
   npm ci --silent --no-audit --no-fund >/dev/null
-  rm -rf files/assets/mathjax
-  mkdir -p files/assets
-  cp -r node_modules/mathjax/es5 files/assets/mathjax
-  rm -rf files/assets/mathjax/output/chtml files/assets/mathjax/output/chtml.js \
-         files/assets/mathjax/*chtml*.js
-  echo "$mathjax_hash" > files/assets/mathjax/.package-lock.sha256
+  echo "$lock_hash" > node_modules/.package-lock.sha256
+fi
+
+# Pages used to load MathJax at run time from a copy in files/assets/mathjax;
+# remove that copy, and the one built into output/, where an old checkout has them.
+if [ -d files/assets/mathjax ] || [ -d output/assets/mathjax ]; then
+  echo "setup: removing the run-time MathJax copy (maths are typeset at build time now)"
+  rm -rf files/assets/mathjax output/assets/mathjax
 fi

@@ -26,6 +26,19 @@ for path in (LISTINGS_DIR, SCRIPTS_DIR):
         sys.path.insert(0, str(path))
 
 
+# The fast tier (`make test-fast`, `pytest -m "not slow"`) leaves out the tests that build the site, drive
+# the browser, start the programs as subprocesses or train in a quick mode; the whole suite runs them all.
+SLOW_MODULES = {"test_site", "test_cli"}
+SLOW_FIXTURES = {"built_site", "site_url", "browser"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = getattr(item, "module", None)
+        if (module is not None and module.__name__ in SLOW_MODULES) or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 def _full_mnist_missing():
     from mnist_data import resolve_mnist_dir
 

@@ -106,6 +106,7 @@ def test_gradients_of_the_adversarial_losses_go_to_their_own_weights(estimator):
     assert any(np.abs(g).max() > 1e-4 for g in tape.gradient(routed, e_weights))
 
 
+@pytest.mark.slow
 def test_every_estimator_trains_the_same_model(tmp_path):
     """A few epochs on four binary prototypes: every estimator's model learns to reconstruct them
     (distortion below half of the 12 log 2 nats of an untrained decoder), and reloads."""

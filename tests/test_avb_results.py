@@ -96,6 +96,7 @@ def test_the_mnist_table_is_complete_and_consistent():
         assert (RESULTS / "mnist" / f"{row}.keras").is_file()
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_number_the_post_reads(tmp_path):
     result = run_python(
         ["scripts/avb_experiments.py", "--quick", "--output-dir", tmp_path], env={"MNIST_DIR": str(MNIST_SUBSET_DIR)}

@@ -6,6 +6,7 @@ No timing is asserted here: speed is measured by scripts/benchmark.py.
 import json
 
 import numpy as np
+import pytest
 
 from benchmark import matmul_shapes, training_step_flops
 from conftest import MNIST_SUBSET_DIR, run_python
@@ -30,6 +31,7 @@ def test_flops_grow_only_in_the_decoder_with_mc_samples():
     assert five - one == 4 * decoder_one
 
 
+@pytest.mark.slow
 def test_benchmark_quick_mode_writes_a_well_formed_results_file(tmp_path):
     output = tmp_path / "benchmark.json"
     result = run_python(

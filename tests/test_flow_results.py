@@ -49,6 +49,7 @@ def test_longer_planar_flows_fit_every_density_better():
         assert cell["kl"] < 0.05 and abs(cell["share_z1_positive"] - 0.5) < 0.05, cell
 
 
+@pytest.mark.slow
 def test_the_committed_2d_flows_reproduce_their_record():
     toy = record("toy")
     settings = toy["settings"]
@@ -102,6 +103,7 @@ def test_the_gaussian_row_reproduces_the_iwae_tables_vae():
     assert abs(gaussian["test_nll"] - iwae["test_nll"]) < 1.0, (gaussian["test_nll"], iwae["test_nll"])
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_number_the_post_reads(tmp_path):
     result = run_python(
         ["scripts/flow_experiments.py", "--quick", "--output-dir", tmp_path], env={"MNIST_DIR": str(MNIST_SUBSET_DIR)}
@@ -140,6 +142,7 @@ def test_a_changed_flow_layer_makes_its_parts_stale(monkeypatch):
         assert provenance.stale_inputs({"inputs": hashes}, after) == ["flows.PlanarFlow"], part
 
 
+@pytest.mark.slow
 def test_flow_figures_redraw_from_the_committed_results(tmp_path):
     result = run_python(["scripts/plot_flows.py", "--output-dir", tmp_path])
     assert result.returncode == 0, result.stderr[-2000:]

@@ -8,6 +8,7 @@ from the committed model into a temporary folder and compared.
 import json
 
 import numpy as np
+import pytest
 
 import plot_benchmark
 import plot_main_post
@@ -77,6 +78,7 @@ def test_figures_redraw_from_committed_model(tmp_path):
         assert np.mean(np.abs(fresh - committed) > 0.1) < 0.001, f"images/vae/{name} does not match the model"
 
 
+@pytest.mark.slow
 def test_quick_training_run_writes_every_number_the_post_needs(tmp_path):
     result = run_python(
         ["scripts/train_main_post.py", "--quick", "--output-dir", tmp_path], env={"MNIST_DIR": str(MNIST_SUBSET_DIR)}

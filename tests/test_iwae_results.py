@@ -51,6 +51,7 @@ def test_table_rows_are_complete_and_consistent(table):
         assert row["paper_test_nll"] < row["test_nll"] < 543
 
 
+@pytest.mark.slow
 def test_quick_table_run_writes_every_number_the_post_needs(table, tmp_path):
     env = {"MNIST_DIR": str(MNIST_SUBSET_DIR)}
     result = run_python(
@@ -123,6 +124,7 @@ def test_iwae_figures_redraw_from_the_committed_measurements(tmp_path):
         assert (tmp_path / name).read_bytes() == (plot_iwae.OUTPUT_DIR / name).read_bytes(), f"{name}: run make site"
 
 
+@pytest.mark.slow
 def test_quick_experiments_run_writes_every_measurement(tmp_path):
     """The measurement script still runs end to end (tiny settings, the committed models, the MNIST subset)."""
     output = tmp_path / "experiments.json"

@@ -124,6 +124,7 @@ def test_the_classification_claims_of_the_post_hold():
     assert 0 < results["posterior_scale"]["mean"] < results["posterior_scale"]["max"] < 1.1
 
 
+@pytest.mark.slow
 def test_quick_run_writes_every_number_the_post_reads(tmp_path):
     result = run_python(
         ["scripts/likelihood_experiments.py", "--quick", "--output-dir", tmp_path],

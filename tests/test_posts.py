@@ -9,10 +9,11 @@ from conftest import REPO_ROOT
 
 # Posts and pages: the same rules hold for both.
 POSTS = sorted((REPO_ROOT / "posts").glob("*.rst")) + sorted((REPO_ROOT / "pages").glob("*.rst"))
-LISTINGS_ROOT = REPO_ROOT / "listings"
 CODE_DIRECTIVES = re.compile(r"^\s*\.\.\s+(code|code-block|sourcecode|raw|include|literalinclude)::", re.M)
 LISTING = re.compile(r"^\.\. listing:: (\S+) (\w+)\n((?:[ \t]+:[\w-]+:.*\n)*)", re.M)
-SHORTCODE = re.compile(r"\{\{%\s*result\s+(\S+)(?:\s+file=(\S+))?(?:\s+format=(\S+))?\s*%\}\}")
+SHORTCODE = re.compile(
+    r"\{\{%\s*result\s+(\S+)(?:\s+file=(\S+))?(?:\s+minus=(\S+))?(?:\s+format=(\S+))?\s*%\}\}"
+)
 
 
 def listing_directives(text):
@@ -32,7 +33,9 @@ def test_listing_markers_exist_once_and_in_order(post):
     assert directives or post.parent.name == "pages", "a post with no listings"
     assert len(directives) == text.count(".. listing::"), "a listing directive the test could not parse"
     for path, options in directives:
-        source_path = LISTINGS_ROOT / path
+        # Two listing folders (listings/ and scripts/), so a directive names its folder.
+        assert path.startswith("listings/vae/"), f"{post.name}: listing {path} is not under listings/vae/"
+        source_path = REPO_ROOT / path
         assert source_path.is_file(), f"{post.name}: listing {path} does not exist"
         source = source_path.read_text()
         positions = []
@@ -65,6 +68,7 @@ def prose(text):
     text = re.sub(r"^\.\. math::\n(?:\n|[ \t]+.*\n)*", "", text, flags=re.M)
     text = re.sub(r":math:`[^`]*`", "", text)
     text = re.sub(r"``[^`]*``", "", text)
+    text = re.sub(r"<(?:https?://|/)[^>]*>`", "`", text)  # link targets: URLs and site paths
     text = re.sub(r"^[ \t]+:[\w-]+:.*$", "", text, flags=re.M)
     return SHORTCODE.sub("", text)
 
@@ -88,9 +92,12 @@ def test_every_result_shortcode_resolves(post):
     text = post.read_text()
     default = re.search(r"^\.\. results: (\S+)$", text, re.M)
     shortcodes = SHORTCODE.findall(text)
-    assert shortcodes
-    for key, file, fmt in shortcodes:
+    assert shortcodes or post.parent.name == "pages", "a post with no recorded numbers"
+    for key, file, minus, fmt in shortcodes:
         path = REPO_ROOT / (file or (default.group(1) if default else DEFAULT_RECORD))
-        value = lookup(json.loads(path.read_text()), key, path)
+        record = json.loads(path.read_text())
+        value = lookup(record, key, path)
+        if minus:
+            value = value - lookup(record, minus, path)
         if fmt:
             format(value, fmt)

@@ -2,10 +2,13 @@
 
     {{% result test_negative_elbo format=.1f %}}
     {{% result settings.mc_samples file=images/vae/diagrams.json %}}
+    {{% result rows.vae-k1.test_nll minus=rows.vae-k1.paper_test_nll format=.1f %}}
 
 ``key`` is a dotted path into the record; ``file`` defaults to the post's
-``results`` metadata field, else the main post's training record; ``format``
-is a Python format spec. A missing file or
+``results`` metadata field, else the main post's training record; ``minus``
+is a second key of the same record whose value is subtracted (a gap between
+two recorded numbers, never a typed one); ``format`` is a Python format spec.
+A missing file or
 key stops the build, so a post can never show a number its record lacks. The
 record is a dependency of the post, so the post is rebuilt when it changes.
 """
@@ -48,7 +51,7 @@ class Plugin(ShortcodePlugin):
 
     name = "result"
 
-    def handler(self, key=None, file=None, format=None, site=None, data=None, lang=None, post=None):
+    def handler(self, key=None, file=None, format=None, minus=None, site=None, data=None, lang=None, post=None):
         if not key:
             raise ValueError("result shortcode: expected a key, e.g. {{% result test_negative_elbo %}}")
         path = os.path.normpath(file or default_record(post))
@@ -56,4 +59,7 @@ class Plugin(ShortcodePlugin):
             raise FileNotFoundError(f"result shortcode: record {path} not found; run `make site`")
         with open(path) as f:
             record = json.load(f)
-        return render(lookup(record, key, path), format), [path]
+        value = lookup(record, key, path)
+        if minus:
+            value = value - lookup(record, minus, path)
+        return render(value, format), [path]
