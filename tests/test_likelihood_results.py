@@ -35,8 +35,9 @@ def test_records_hold_the_committed_settings():
 
 
 def test_the_bernoulli_number_is_not_a_likelihood():
-    """The same decoder read as a continuous Bernoulli: every importance weight drops by sum_d log C >= D log 2,
-    so the Bernoulli "NLL" exceeds a proper NLL of the same model by at least 784 log 2 = 543 nats."""
+    """The same decoder read as a continuous Bernoulli: every importance weight is multiplied by prod_d C >= 2^D
+    (its log rises by sum_d log C >= D log 2), so the Bernoulli "NLL" exceeds a proper NLL of the same model
+    by at least 784 log 2 = 543 nats."""
     bernoulli = record("mnist")["results"]["bernoulli"]["test"]
     gap = bernoulli["bernoulli"]["nll"] - bernoulli["continuous_bernoulli"]["nll"]
     assert gap >= 784 * math.log(2.0), gap
