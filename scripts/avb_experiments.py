@@ -96,6 +96,8 @@ QUICK = {
     "mnist": {**SETTINGS["mnist"], "num_epochs": 1, "num_train": 500, "num_test": 50,
               "log_likelihood_samples": 10},
 }  # fmt: skip
+# The fingerprints (fingerprint.py): the quick runs, with every pair of Gaussians the full settings use.
+FINGERPRINT = {**QUICK, "estimators": {**QUICK["estimators"], "pairs": GAUSSIAN_PAIRS}}
 DEFINITIONS = {
     "variational_autoencoder": [
         "check_positive_int",
@@ -163,7 +165,14 @@ PART_DEFINITIONS = {
 }
 
 
+def data_inputs(part, settings):
+    """What a part depends on besides the behaviour of the code: its settings and, for mnist, the data."""
+    paths = provenance.mnist_data_files() if part == "mnist" else []
+    return provenance.input_hashes(paths, settings[part])
+
+
 def current_inputs(part, settings):
+    """The source hashes the records were made with (kept to check ``--restamp``)."""
     paths = []
     if part == "mnist":
         paths = [REPO_ROOT / "listings" / "vae" / "mnist_data.py", *provenance.mnist_data_files()]
@@ -380,7 +389,17 @@ def run_part(part, settings, output_dir):
 
 def main(argv=None):
     return provenance.run_parts(
-        __doc__, PARTS, OUTPUT_DIR, SETTINGS, QUICK, current_inputs, run_part, argv, errors=(MNISTError,)
+        __doc__,
+        PARTS,
+        OUTPUT_DIR,
+        SETTINGS,
+        QUICK,
+        current_inputs,
+        run_part,
+        argv,
+        errors=(MNISTError,),
+        data_inputs=data_inputs,
+        fingerprint_settings=FINGERPRINT,
     )
 
 

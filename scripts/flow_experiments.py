@@ -79,6 +79,14 @@ QUICK = {
               "log_likelihood_samples": 10},
     "cost": {**SETTINGS["cost"], "flows": {"planar": [0, 2]}, "num_train": 200, "stages": 1},
 }  # fmt: skip
+# The fingerprints (fingerprint.py): the quick runs, widened to every target, flow kind and MNIST row, so
+# every branch the full settings reach runs (a target is a branch of the potential; a row, a kind of flow).
+FINGERPRINT = {
+    **QUICK,
+    "toy": {**QUICK["toy"], "targets": SETTINGS["toy"]["targets"], "steps": 50, "kl_samples": 500},
+    "mnist": {**QUICK["mnist"], "rows": SETTINGS["mnist"]["rows"], "num_train": 100},
+    "cost": {**QUICK["cost"], "flows": {"planar": [0, 2], "iaf": [1]}, "num_train": 100},
+}
 DEFINITIONS = {
     "variational_autoencoder": [
         "PACKAGE",
@@ -145,7 +153,14 @@ PART_DEFINITIONS = {
 }  # fmt: skip
 
 
+def data_inputs(part, settings):
+    """What a part depends on besides the behaviour of the code: its settings and, for MNIST parts, the data."""
+    paths = provenance.mnist_data_files() if part in ("mnist", "cost") else []
+    return provenance.input_hashes(paths, settings[part])
+
+
 def current_inputs(part, settings):
+    """The source hashes the records were made with (kept to check ``--restamp``)."""
     paths = []
     if part in ("mnist", "cost"):
         paths = [REPO_ROOT / "listings" / "vae" / "mnist_data.py", *provenance.mnist_data_files()]
@@ -294,7 +309,18 @@ def run_part(part, settings, output_dir):
 
 def main(argv=None):
     return provenance.run_parts(
-        __doc__, PARTS, OUTPUT_DIR, SETTINGS, QUICK, current_inputs, run_part, argv, errors=(MNISTError,)
+        __doc__,
+        PARTS,
+        OUTPUT_DIR,
+        SETTINGS,
+        QUICK,
+        current_inputs,
+        run_part,
+        argv,
+        errors=(MNISTError,),
+        data_inputs=data_inputs,
+        timing_parts=("cost",),
+        fingerprint_settings=FINGERPRINT,
     )
 
 

@@ -70,6 +70,8 @@ QUICK = {
     "regression": {**SETTINGS["regression"], "splits": 2, "num_epochs": 3, "predictive_samples": 50},
     "classification": {**SETTINGS["classification"], "num_epochs": 2, "predictive_samples": 20},
 }  # fmt: skip
+# The fingerprints (fingerprint.py): the quick runs with every MNIST head, so each likelihood's code runs.
+FINGERPRINT = {**QUICK, "mnist": {**QUICK["mnist"], "heads": MNIST_HEADS, "num_train": 200}}
 
 SKELETON = [
     "check_likelihood", "parameter_width", "NegativeLogLikelihood", "likelihood_head", "build_decoder",
@@ -105,7 +107,14 @@ PART_DEFINITIONS = {
 }  # fmt: skip
 
 
+def data_inputs(part, settings):
+    """What a part depends on besides the behaviour of the code: its settings and, for MNIST parts, the data."""
+    paths = provenance.mnist_data_files() if part in ("mnist",) else []
+    return provenance.input_hashes(paths, settings[part])
+
+
 def current_inputs(part, settings):
+    """The source hashes the records were made with (kept to check ``--restamp``)."""
     paths = []
     if part == "mnist":
         paths = [REPO_ROOT / "listings" / "vae" / "mnist_data.py", *provenance.mnist_data_files()]
@@ -363,7 +372,17 @@ def run_part(part, settings, output_dir):
 
 def main(argv=None):
     return provenance.run_parts(
-        __doc__, PARTS, OUTPUT_DIR, SETTINGS, QUICK, current_inputs, run_part, argv, errors=(MNISTError,)
+        __doc__,
+        PARTS,
+        OUTPUT_DIR,
+        SETTINGS,
+        QUICK,
+        current_inputs,
+        run_part,
+        argv,
+        errors=(MNISTError,),
+        data_inputs=data_inputs,
+        fingerprint_settings=FINGERPRINT,
     )
 
 

@@ -10,6 +10,7 @@ not regenerated after its inputs changed.
 import hashlib
 import json
 import pathlib
+import tempfile
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -141,7 +142,57 @@ def write_record(record_path, record):
     record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def run_parts(description, parts, output_dir, settings, quick, current_inputs, run_part, argv=None, errors=()):
+def part_fingerprint(script, part, quick_settings, run_part, timing=False):
+    """A part's behavioural fingerprint: its ``run_part`` at the quick settings on the committed MNIST subset.
+
+    For a ``timing`` part (seconds per epoch, which no fingerprint sees) it is
+    the static guard instead: the syntax trees of every function of ours that
+    the quick run calls (``fingerprint.static_guard``). Cached by the
+    normalised source of our code and the settings (``fingerprint.cached``).
+    """
+    import os
+
+    import fingerprint
+
+    def compute():
+        import keras
+
+        # Fixed seeds for what the run does not seed itself (a model built before its training seeds).
+        keras.utils.set_random_seed(0)
+        previous = os.environ.get("MNIST_DIR")
+        os.environ["MNIST_DIR"] = str(FINGERPRINT_MNIST_DIR)
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                if timing:
+                    _, called = fingerprint.trace_our_calls(run_part, part, quick_settings, pathlib.Path(scratch))
+                    return {"static_guard": fingerprint.static_guard(called)}
+                return fingerprint.numbers(run_part(part, quick_settings, pathlib.Path(scratch)))
+        finally:
+            if previous is None:
+                os.environ.pop("MNIST_DIR", None)
+            else:
+                os.environ["MNIST_DIR"] = previous
+
+    return fingerprint.cached(f"{script}:{part}", quick_settings, compute, extra="timing" if timing else "")
+
+
+FINGERPRINT_MNIST_DIR = REPO_ROOT / "tests" / "data" / "mnist"
+
+
+def run_parts(
+    description,
+    parts,
+    output_dir,
+    settings,
+    quick,
+    current_inputs,
+    run_part,
+    argv=None,
+    errors=(),
+    data_inputs=None,
+    timing_parts=(),
+    fingerprint_settings=None,
+):
     """The command line of a script that writes one record per part (``avb_experiments.py``, ...).
 
     Options ``--parts``, ``--output-dir``, ``--if-stale``, ``--check`` and
@@ -150,6 +201,18 @@ def run_parts(description, parts, output_dir, settings, quick, current_inputs, r
     of ``errors``, reported in one line); ``run_part(part, settings, output_dir)``
     computes its results, written as ``<output_dir>/<part>.json`` with the
     settings, wall time, versions, machine and input hashes. Returns the exit code.
+
+    With ``data_inputs(part, settings)`` (the hashes of the data and the
+    settings only), records check behaviour instead of source text: each
+    stores the fingerprint of ``run_part`` at the quick settings
+    (``part_fingerprint``) and the commit it was made at, and is stale when
+    ``data_inputs`` change or today's fingerprint is not close to the stored
+    one. ``--restamp`` adds the fingerprint to records that ``current_inputs``
+    (the source hashes they were made with) still finds current, without
+    rerunning them. Parts in ``timing_parts`` measure speed: their
+    fingerprint is the static guard of the code they run. The fingerprints
+    run at ``fingerprint_settings`` (default: ``quick``), which must reach
+    every row, head and target the full settings reach.
     """
     import argparse
     import platform
@@ -164,7 +227,17 @@ def run_parts(description, parts, output_dir, settings, quick, current_inputs, r
     parser.add_argument("--if-stale", action="store_true", help="run only the parts whose inputs changed")
     parser.add_argument("--check", action="store_true", help="exit 1 when a record does not match its inputs")
     parser.add_argument("--quick", action="store_true", help="tiny settings, for tests")
+    if data_inputs is not None:
+        parser.add_argument(
+            "--restamp", action="store_true", help="add fingerprints to records made by today's code (no rerun)"
+        )
+        parser.add_argument(
+            "--print-fingerprint",
+            action="store_true",
+            help="compute today's fingerprints afresh (no cache); print them",
+        )
     args = parser.parse_args(argv)
+    script = default_dir.name  # the fingerprint cache's name for these records: avb, flows, ...
     chosen = [part.strip() for part in args.parts.split(",") if part.strip()]
     unknown = [part for part in chosen if part not in parts]
     if unknown or not chosen:
@@ -173,11 +246,31 @@ def run_parts(description, parts, output_dir, settings, quick, current_inputs, r
     if args.quick and output_dir.resolve() == default_dir.resolve():
         parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
     settings = quick if args.quick else settings
+    fingerprints = data_inputs is not None
+    tiny = fingerprint_settings or quick
+    if fingerprints and args.print_fingerprint:
+        import fingerprint
+
+        fingerprint.CACHE_DIR = pathlib.Path(tempfile.mkdtemp())  # afresh: nothing read from, or left in, the cache
+        current = {part: part_fingerprint(script, part, tiny[part], run_part, part in timing_parts) for part in chosen}
+        print(json.dumps(current, sort_keys=True))
+        return 0
     try:
-        inputs = {part: current_inputs(part, settings) for part in chosen}
+        if fingerprints and args.restamp:
+            return _restamp_parts(
+                parser, chosen, output_dir, settings, tiny, current_inputs, data_inputs, run_part, script, timing_parts
+            )
+        inputs = {part: (data_inputs or current_inputs)(part, settings) for part in chosen}
+        stale = {}
+        for part in chosen:
+            record = read_record(output_dir / f"{part}.json")
+            stale[part] = stale_inputs(record, inputs[part])
+            if fingerprints and not stale[part]:
+                stale[part] = moved_behaviour(
+                    record, part_fingerprint(script, part, tiny[part], run_part, part in timing_parts)
+                )
     except errors as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    stale = {part: stale_inputs(read_record(output_dir / f"{part}.json"), inputs[part]) for part in chosen}
     todo = names_to_run(parser, args, chosen, stale, output_dir)
     if todo is None:
         return 0
@@ -205,8 +298,49 @@ def run_parts(description, parts, output_dir, settings, quick, current_inputs, r
             "machine": describe_machine(),
             "inputs": inputs[part],
         }  # fmt: skip
+        if fingerprints:
+            import fingerprint
+
+            record["fingerprint"] = part_fingerprint(script, part, tiny[part], run_part, part in timing_parts)
+            record["commit"] = record["fingerprint_commit"] = fingerprint.git_commit()
         write_record(output_dir / f"{part}.json", record)
         print(f"{part}: {record['seconds']:.0f} s; wrote {output_dir / f'{part}.json'}", flush=True)
+    return 0
+
+
+def moved_behaviour(record, current):
+    """``[]`` when the record's fingerprint is close to ``current``, else one line saying what moved."""
+    import fingerprint
+
+    if "fingerprint" not in record:
+        return ["fingerprint missing (run with --restamp, or rerun)"]
+    moved = fingerprint.describe_differences(record["fingerprint"], current)
+    return [f"behaviour: {moved}"] if moved else []
+
+
+def _restamp_parts(
+    parser, parts, output_dir, settings, tiny, current_inputs, data_inputs, run_part, script, timing_parts
+):
+    """Add fingerprints to part records that the source hashes they were made with still find current."""
+    import fingerprint
+
+    for part in parts:
+        path = output_dir / f"{part}.json"
+        record = read_record(path)
+        if record is None:
+            parser.exit(2, f"{parser.prog}: error: no record {path}\n")
+        changed = stale_inputs(record, current_inputs(part, settings))
+        if changed:
+            parser.exit(
+                2,
+                f"{parser.prog}: error: {part} was made by other code ({describe_stale({part: changed})}); rerun it\n",
+            )
+        record["inputs"] = data_inputs(part, settings)
+        record["fingerprint"] = part_fingerprint(script, part, tiny[part], run_part, part in timing_parts)
+        record["commit"] = fingerprint.last_commit_of(path)
+        record["fingerprint_commit"] = fingerprint.git_commit()
+        write_record(path, record)
+        print(f"{path}: fingerprint added", flush=True)
     return 0
 
 

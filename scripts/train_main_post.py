@@ -6,12 +6,18 @@ to ``--output-dir``:
 * ``vae.keras``: the trained model;
 * ``history.json``: train and test negative ELBO per epoch (nats);
 * ``main_post.json``: final train and test negative ELBO with standard errors,
-  epochs, wall time, seconds per epoch, versions, machine, and the SHA-256 of
-  every input (listing sources, this script, the settings, the data files).
+  epochs, wall time, seconds per epoch, versions, machine, the commit, the
+  SHA-256 of the settings and the data files, and the behavioural
+  fingerprint of the code (``fingerprint.py``): the same training and
+  evaluation run on a few hundred images of the committed subset for one
+  epoch.
 
-With ``--if-stale`` it does nothing when the record already matches the
-inputs. ``--quick`` trains one epoch (for tests; point ``MNIST_DIR`` at a
-small set).
+The record is stale when the settings or the data change, or when today's
+code gives a fingerprint that is not close to the recorded one. With
+``--if-stale`` it does nothing when the record is current. ``--quick`` trains
+one epoch (for tests; point ``MNIST_DIR`` at a small set). ``--restamp``
+adds the fingerprint to a record made by exactly the listings of today
+(checked against the file hashes it stored), without retraining.
 """
 
 import argparse
@@ -26,6 +32,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
+import fingerprint  # noqa: E402
 import provenance  # noqa: E402
 from mnist_data import MNIST_FILES, MNISTError, resolve_mnist_dir  # noqa: E402
 
@@ -35,6 +42,9 @@ LISTINGS = [
 OUTPUT_DIR = REPO_ROOT / "results" / "vae"
 RECORD_NAME = "main_post.json"
 OUTPUT_NAMES = (RECORD_NAME, "vae.keras", "history.json")
+# The fingerprint's data: the committed subset (one epoch: ten steps at the default batch size).
+FINGERPRINT_DATA = REPO_ROOT / "tests" / "data" / "mnist"
+FINGERPRINT_SIZES = {"train": 1000, "test": 100}
 
 
 def read_train_defaults():
@@ -48,15 +58,78 @@ def read_train_defaults():
     raise RuntimeError("train.py defines no DEFAULTS")
 
 
-def current_inputs(settings, mnist_dir=None):
+def data_files(mnist_dir=None):
     folder = resolve_mnist_dir(mnist_dir)
     if folder is None:
         raise MNISTError("no local MNIST folder: the record needs the IDX files to hash; set MNIST_DIR")
-    data_files = [folder / name for pair in MNIST_FILES.values() for name in pair]
-    for path in data_files:
+    files = [folder / name for pair in MNIST_FILES.values() for name in pair]
+    for path in files:
         if not path.is_file():
             raise MNISTError(f"Missing MNIST file: expected {path.name} in {folder}")
-    return provenance.input_hashes([*LISTINGS, pathlib.Path(__file__), *data_files], settings)
+    return files
+
+
+def current_inputs(settings, mnist_dir=None):
+    """SHA-256 of the data files and the settings: what the record depends on besides the code's behaviour."""
+    return provenance.input_hashes(data_files(mnist_dir), settings)
+
+
+def final_estimates(vae, encoder, x_train, x_test, seed):
+    """Train and test negative ELBO per image (mean and standard error), on the sets binarised once.
+
+    The test set as training saw it (binarised once with seed + 1); the
+    training set binarised once with seed + 3.
+    """
+    import numpy as np
+
+    from train import binarize_once, negative_elbo_per_example
+
+    final = {}
+    for split, x_binary in (
+        ("train", binarize_once(x_train, seed + 3)),
+        ("test", binarize_once(x_test, seed + 1)),
+    ):
+        values = negative_elbo_per_example(vae, encoder, x_binary, seed=seed + 4)
+        final[f"{split}_negative_elbo"] = float(np.mean(values))
+        final[f"{split}_negative_elbo_stderr"] = float(np.std(values, ddof=1) / np.sqrt(len(values)))
+    return final
+
+
+def behaviour(settings):
+    """The fingerprint: the record's training and evaluation, for one epoch on a few hundred subset images."""
+    from mnist_data import flatten_and_scale, load_mnist
+    from train import binarize_once, negative_elbo_per_example, train_vae
+
+    (x_train, _), (x_test, _) = load_mnist(FINGERPRINT_DATA)
+    x_train = flatten_and_scale(x_train)[: FINGERPRINT_SIZES["train"]]
+    x_test = flatten_and_scale(x_test)[: FINGERPRINT_SIZES["test"]]
+    vae, encoder, _, history = train_vae(x_train, x_test, verbose=0, **{**settings, "num_epochs": 1})
+    seed = settings["seed"]
+    first_images = negative_elbo_per_example(vae, encoder, binarize_once(x_test[:8], seed + 1), seed=seed + 4)
+    return fingerprint.numbers(
+        {
+            "history": history,
+            "first_test_images": first_images.tolist(),
+            **final_estimates(vae, encoder, x_train, x_test, seed),
+        }
+    )
+
+
+def current_fingerprint(settings):
+    """The fingerprint of today's code (cached by code and settings; the epochs do not enter it)."""
+    settings = {**settings, "num_epochs": 1}
+    return fingerprint.cached("main_post", settings, lambda: behaviour(settings))
+
+
+def stale_parts(record, settings, mnist_dir=None):
+    """What makes the record stale: changed inputs, a missing or moved fingerprint (empty when current)."""
+    stale = provenance.stale_inputs(record, current_inputs(settings, mnist_dir))
+    if stale:
+        return stale  # no need to run the code to know
+    if "fingerprint" not in record:
+        return ["fingerprint missing: run with --restamp or retrain"]
+    moved = fingerprint.describe_differences(record["fingerprint"], current_fingerprint(settings))
+    return [f"behaviour: {moved}"] if moved else []
 
 
 def describe_machine():
@@ -79,7 +152,7 @@ def run(settings, output_dir, inputs, verbose):
 
     from epoch_timer import make_epoch_timer
     from mnist_data import flatten_and_scale, load_mnist
-    from train import binarize_once, negative_elbo_per_example, train_vae
+    from train import train_vae
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)
@@ -88,17 +161,7 @@ def run(settings, output_dir, inputs, verbose):
     vae, encoder, _, history = train_vae(x_train, x_test, verbose=verbose, callbacks=[timer], **settings)
     wall_time = time.perf_counter() - start
 
-    seed = settings["seed"]
-    # The test set as training saw it (binarised once with seed + 1); the
-    # training set binarised once with seed + 3 for the final estimate.
-    final = {}
-    for split, x_binary in (
-        ("train", binarize_once(x_train, seed + 3)),
-        ("test", binarize_once(x_test, seed + 1)),
-    ):
-        values = negative_elbo_per_example(vae, encoder, x_binary, seed=seed + 4)
-        final[f"{split}_negative_elbo"] = float(np.mean(values))
-        final[f"{split}_negative_elbo_stderr"] = float(np.std(values, ddof=1) / np.sqrt(len(values)))
+    final = final_estimates(vae, encoder, x_train, x_test, settings["seed"])
 
     output_dir.mkdir(parents=True, exist_ok=True)
     vae.save(output_dir / "vae.keras")
@@ -123,28 +186,69 @@ def run(settings, output_dir, inputs, verbose):
         },
         "machine": describe_machine(),
         "inputs": inputs,
+        "fingerprint": current_fingerprint(settings),
+        "commit": fingerprint.git_commit(),
+        "fingerprint_commit": fingerprint.git_commit(),
     }
     provenance.write_record(output_dir / RECORD_NAME, record)
     return record
 
 
+def restamp(record_path, settings):
+    """Add the fingerprint to a record made by the listings as they are today, without retraining.
+
+    Allowed only when every listing and data file hash the record stored
+    (before fingerprints) matches today's files: then today's code is the
+    code that made it. Returns the reason when it is not allowed, else None.
+    """
+    record = provenance.read_record(record_path)
+    if record is None:
+        return f"no record at {record_path}"
+    old_inputs = provenance.input_hashes([*LISTINGS, *data_files()], settings)
+    changed = [name for name, digest in old_inputs.items() if record["inputs"].get(name) != digest]
+    if changed:
+        return f"the listings or data changed since the record was made ({', '.join(changed)}): retrain instead"
+    record["inputs"] = current_inputs(settings)
+    record["fingerprint"] = current_fingerprint(settings)
+    record["commit"] = fingerprint.last_commit_of(record_path)
+    record["fingerprint_commit"] = fingerprint.git_commit()
+    provenance.write_record(record_path, record)
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: results/vae)")
-    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
+    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record is current")
     parser.add_argument("--quick", action="store_true", help="one epoch, for tests")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the record does not match the inputs")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the record is not current")
+    parser.add_argument(
+        "--restamp", action="store_true", help="add the fingerprint to a record made by today's listings (no training)"
+    )
+    parser.add_argument(
+        "--print-fingerprint", action="store_true", help="compute today's fingerprint afresh (no cache) and print it"
+    )
     args = parser.parse_args(argv)
+    if args.print_fingerprint:
+        print(json.dumps(behaviour({**read_train_defaults(), "num_epochs": 1}), sort_keys=True))
+        return 0
     output_dir = pathlib.Path(args.output_dir)
     settings = read_train_defaults()
     if args.quick:
         settings["num_epochs"] = 1
+    record_path = output_dir / RECORD_NAME
     try:
+        if args.restamp:
+            refused = restamp(record_path, settings)
+            if refused:
+                parser.exit(2, f"{parser.prog}: error: {refused}\n")
+            print(f"{record_path}: fingerprint added")
+            return 0
         inputs = current_inputs(settings)
+        record = provenance.read_record(record_path)
+        stale = stale_parts(record, settings) if record is not None else ["no record"]
     except MNISTError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    record_path = output_dir / RECORD_NAME
-    stale = provenance.stale_inputs(provenance.read_record(record_path), inputs)
     outputs_present = all((output_dir / name).is_file() for name in OUTPUT_NAMES)
     if args.check:
         if stale or not outputs_present:
@@ -154,7 +258,7 @@ def main(argv=None):
     if args.if_stale and not stale and outputs_present:
         print(f"{record_path} is current; nothing to train")
         return 0
-    print(f"training ({', '.join(stale) or 'outputs missing'} changed) ...", flush=True)
+    print(f"training ({', '.join(stale) or 'outputs missing'}) ...", flush=True)
     record = run(settings, output_dir, inputs, verbose=1 if sys.stdout.isatty() else 2)
     print(
         f"train negative ELBO {record['train_negative_elbo']:.2f} nats, "

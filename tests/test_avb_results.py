@@ -119,18 +119,20 @@ def test_quick_run_writes_every_number_the_post_reads(tmp_path):
     assert all((tmp_path / "images" / name).stat().st_size > 1000 for name in plot_avb.FIGURES)
 
 
-def test_a_changed_estimator_makes_its_parts_stale(monkeypatch):
+def test_a_changed_estimator_moves_the_fingerprint_of_its_part(monkeypatch, tmp_path):
+    """Behaviour, not source text: a wrong discriminator loss (patched in, so no source changes) moves the
+    estimators part's fingerprint away from the committed one."""
+    import fingerprint
     import kl_divergence
-
-    before = {part: avb_experiments.current_inputs(part, avb_experiments.QUICK) for part in ("estimators", "toy")}
 
     def discriminator_loss(t_posterior, t_prior):  # a different (wrong) loss
         return kl_divergence.ops.mean(t_prior) - kl_divergence.ops.mean(t_posterior)
 
+    monkeypatch.setattr(fingerprint, "CACHE_DIR", tmp_path)  # the cache is keyed by source, which is unchanged
     monkeypatch.setattr(kl_divergence, "discriminator_loss", discriminator_loss)
-    for part, hashes in before.items():
-        after = avb_experiments.current_inputs(part, avb_experiments.QUICK)
-        assert provenance.stale_inputs({"inputs": hashes}, after) == ["kl_divergence.discriminator_loss"]
+    settings = avb_experiments.QUICK["estimators"]
+    moved = provenance.part_fingerprint("avb", "estimators", settings, avb_experiments.run_part)
+    assert fingerprint.differences(record("estimators")["fingerprint"], moved)
 
 
 def test_avb_figures_redraw_from_the_committed_results(tmp_path):

@@ -128,18 +128,23 @@ def test_quick_run_writes_every_number_the_post_reads(tmp_path):
     assert all((tmp_path / "images" / name).stat().st_size > 1000 for name in plot_flows.FIGURES)
 
 
-def test_a_changed_flow_layer_makes_its_parts_stale(monkeypatch):
+def test_a_changed_flow_layer_moves_the_fingerprint_of_the_toy_part(monkeypatch, tmp_path):
+    """Behaviour, not source text: a planar flow with a wrong log-determinant (patched in) moves the toy part's
+    fingerprint (the reverse KLs it reports) away from the committed one."""
+    import fingerprint
     import flows
 
-    before = {part: flow_experiments.current_inputs(part, flow_experiments.QUICK) for part in flow_experiments.PARTS}
+    class PlanarFlow(flows.PlanarFlow):  # the same map with its log-determinant off by one nat
+        def call(self, inputs):
+            z, log_det = super().call(inputs)
+            return [z, log_det + 1.0]
 
-    class PlanarFlow(flows.PlanarFlow):  # a different definition under the same name
-        pass
-
+    monkeypatch.setattr(fingerprint, "CACHE_DIR", tmp_path)  # the cache is keyed by source, which is unchanged
     monkeypatch.setattr(flows, "PlanarFlow", PlanarFlow)
-    for part, hashes in before.items():
-        after = flow_experiments.current_inputs(part, flow_experiments.QUICK)
-        assert provenance.stale_inputs({"inputs": hashes}, after) == ["flows.PlanarFlow"], part
+    settings = {**flow_experiments.FINGERPRINT["toy"], "targets": ["U1"], "flows": {"planar": [2]}}
+    moved = provenance.part_fingerprint("flows", "toy", settings, flow_experiments.run_part)
+    committed = record("toy")["fingerprint"]
+    assert fingerprint.differences({k: v for k, v in committed.items() if k in moved}, moved)
 
 
 @pytest.mark.slow

@@ -147,17 +147,22 @@ def test_quick_run_writes_every_number_the_post_reads(tmp_path):
     # The figures are drawn from the committed records in the redraw test below.
 
 
-def test_a_changed_likelihood_makes_its_parts_stale(monkeypatch):
-    import likelihoods
+def test_a_changed_likelihood_moves_the_fingerprint_of_the_regression_part(monkeypatch, tmp_path):
+    """Behaviour, not source text: a Gaussian NLL counted twice (patched in) moves the regression part's
+    fingerprint away from the committed one."""
+    import fingerprint
+    import skeleton
 
-    before = {p: likelihood_experiments.current_inputs(p, likelihood_experiments.QUICK) for p in ("regression",)}
+    original = skeleton.gaussian_nll  # the loss calls it by the name it imported
 
     def gaussian_nll(x, mean, log_scale):  # a different definition under the same name
-        return 0.0
+        return 2.0 * original(x, mean, log_scale)
 
-    monkeypatch.setattr(likelihoods, "gaussian_nll", gaussian_nll)
-    after = likelihood_experiments.current_inputs("regression", likelihood_experiments.QUICK)
-    assert provenance.stale_inputs({"inputs": before["regression"]}, after) == ["likelihoods.gaussian_nll"]
+    monkeypatch.setattr(fingerprint, "CACHE_DIR", tmp_path)  # the cache is keyed by source, which is unchanged
+    monkeypatch.setattr(skeleton, "gaussian_nll", gaussian_nll)
+    settings = likelihood_experiments.FINGERPRINT["regression"]
+    moved = provenance.part_fingerprint("likelihoods", "regression", settings, likelihood_experiments.run_part)
+    assert fingerprint.differences(record("regression")["fingerprint"], moved)
 
 
 def test_likelihood_figures_redraw_from_the_committed_results(tmp_path):

@@ -11,9 +11,7 @@ from conftest import REPO_ROOT
 POSTS = sorted((REPO_ROOT / "posts").glob("*.rst")) + sorted((REPO_ROOT / "pages").glob("*.rst"))
 CODE_DIRECTIVES = re.compile(r"^\s*\.\.\s+(code|code-block|sourcecode|raw|include|literalinclude)::", re.M)
 LISTING = re.compile(r"^\.\. listing:: (\S+) (\w+)\n((?:[ \t]+:[\w-]+:.*\n)*)", re.M)
-SHORTCODE = re.compile(
-    r"\{\{%\s*result\s+(\S+)(?:\s+file=(\S+))?(?:\s+minus=(\S+))?(?:\s+format=(\S+))?\s*%\}\}"
-)
+SHORTCODE = re.compile(r"\{\{%\s*result\s+(\S+)(?:\s+file=(\S+))?(?:\s+minus=(\S+))?(?:\s+format=(\S+))?\s*%\}\}")
 
 
 def listing_directives(text):
