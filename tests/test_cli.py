@@ -44,7 +44,12 @@ PROGRAMS = [
     "scripts/plot_likelihoods.py",
 ]
 # Imported by the scripts; no command line of their own.
-LIBRARY_MODULES = {"scripts/provenance.py", "scripts/torch_reference.py", "scripts/epoch_timer.py"}
+LIBRARY_MODULES = {
+    "scripts/provenance.py",
+    "scripts/fingerprint.py",
+    "scripts/torch_reference.py",
+    "scripts/epoch_timer.py",
+}
 SUBSET = {"MNIST_DIR": str(MNIST_SUBSET_DIR)}
 
 
