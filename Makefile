@@ -16,23 +16,11 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 setup:
 	@bash scripts/setup.sh
 
-# Each script compares the SHA-256 of its inputs with its record and does
-# nothing when they match, so an up-to-date checkout retrains nothing.
+# One process checks every record (fingerprints come from cache/fingerprints
+# when the code is unchanged), redraws stale figures and diagrams, retrains the
+# main post's model if stale, and warns about stale long measurements.
 generated: setup
-	@$(PYTHON) scripts/make_diagrams.py --if-stale
-	@$(PYTHON) scripts/train_main_post.py --if-stale
-	@$(PYTHON) scripts/plot_main_post.py --if-stale
-	@$(PYTHON) scripts/plot_benchmark.py --if-stale
-	@$(PYTHON) scripts/benchmark.py --check || echo "warning: the performance page shows stale numbers; run make benchmark"
-	@$(PYTHON) scripts/train_iwae_table.py --check || echo "warning: the IWAE table is stale; run make iwae"
-	@$(PYTHON) scripts/mc_samples_experiments.py --check || echo "warning: the IWAE post's measurements are stale; run make iwae"
-	@$(PYTHON) scripts/plot_iwae.py --if-stale
-	@$(PYTHON) scripts/avb_experiments.py --check || echo "warning: the AVB post's measurements are stale; run make avb"
-	@$(PYTHON) scripts/plot_avb.py --if-stale
-	@$(PYTHON) scripts/flow_experiments.py --check || echo "warning: the flows post's measurements are stale; run make flows"
-	@$(PYTHON) scripts/plot_flows.py --if-stale
-	@$(PYTHON) scripts/likelihood_experiments.py --check || echo "warning: the likelihoods post's measurements are stale; run make likelihoods"
-	@$(PYTHON) scripts/plot_likelihoods.py --if-stale
+	@$(PYTHON) scripts/make_generated.py
 
 site: generated
 	$(VENV)/bin/nikola build --strict

@@ -33,9 +33,6 @@ sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from keras import ops  # noqa: E402
 
 import provenance  # noqa: E402
 from mnist_data import MNISTError  # noqa: E402
@@ -183,12 +180,16 @@ def current_inputs(part, settings):
 
 def numpy_gaussian_kl(mean, log_var):
     """KL[N(mean, diag(exp(log_var))) || N(0, I)] in nats, in float64."""
+    import numpy as np
+
     mean, log_var = np.asarray(mean, "float64"), np.asarray(log_var, "float64")
     return float(0.5 * np.sum(np.exp(log_var) + mean**2 - 1.0 - log_var))
 
 
 def density_ratio_model(latent_dim, settings):
     """A model whose only losses are those of an `AdversarialKL` fed ``z ~ q`` and ``z_prior ~ p``."""
+    import keras
+
     from kl_divergence import AdversarialKL, build_discriminator
 
     x = keras.Input((1,), name="x")  # no data: T depends on z only
@@ -203,6 +204,8 @@ def density_ratio_model(latent_dim, settings):
 
 def estimators(settings):
     """Per pair: exact KL, Monte Carlo spread, and ``mean T`` on held-out draws after every epoch."""
+    import numpy as np
+
     rng = np.random.default_rng(settings["seed"])
     results = {}
     for name, pair in settings["pairs"].items():
@@ -214,6 +217,10 @@ def estimators(settings):
 
 def estimate_pair(pair, settings, rng):
     """The estimators for ``q = N(mean, diag(exp(log_var)))`` against ``p = N(0, I)``."""
+    import keras
+    import numpy as np
+    from keras import ops
+
     keras.utils.set_random_seed(settings["seed"])
     mean, log_var = np.array(pair["mean"]), np.array(pair["log_var"])
     std, dim, n = np.exp(0.5 * log_var), len(mean), settings["num_train"]
@@ -251,6 +258,8 @@ def estimate_pair(pair, settings, rng):
 
 def prior_log_likelihood(decoder, x, num_samples, seed):
     """``log p(x)`` by importance sampling with the prior as proposal (any encoder): ``(log_px, stderr)``."""
+    import numpy as np
+
     from log_likelihood import importance_sampled_log_likelihood
     from variational_autoencoder import BernoulliNegativeLogLikelihood
 
@@ -263,6 +272,8 @@ def prior_log_likelihood(decoder, x, num_samples, seed):
 
 def toy(settings, output_dir):
     """Four one-hot points: a Gaussian-posterior VAE against AVB with an implicit posterior."""
+    import numpy as np
+
     from avb import evaluate_kl_vae, train_kl_vae
 
     x_points = np.eye(4, dtype="float32")
@@ -327,6 +338,8 @@ def gaussian_copy(encoder, decoder, settings):
 
 def mnist(settings, output_dir):
     """The same model trained with each estimator; test negative ELBO, KL estimates and log-likelihood."""
+    import numpy as np
+
     from avb import AVB_DEFAULTS, evaluate_kl_vae, train_kl_vae
     from epoch_timer import make_epoch_timer
     from log_likelihood import vae_log_likelihood

@@ -505,8 +505,36 @@ def run_settings(args, num_examples):
     }
 
 
+# What produces the timings (the workers) and the numbers derived from them. The record's guard is the
+# static call graph from these (fingerprint.static_call_graph): every definition of ours they can reach,
+# read from the source, so no list of timed code is kept by hand and PyTorch is never imported to check it.
+TIMED_ENTRY_POINTS = ["worker", "measure", "summarise", "ratios", "verdicts", "machine_limit"]
+
+
+def timed_code_guard():
+    """The static guard of the timed code (a docstring, comment or formatter run does not move it)."""
+    import fingerprint
+
+    return {"static_guard": fingerprint.static_call_graph_guard("benchmark", TIMED_ENTRY_POINTS)}
+
+
+def settings_inputs(settings):
+    """What the record depends on besides its code: the settings."""
+    import provenance
+
+    return provenance.input_hashes([], settings)
+
+
+def stale_reasons(record):
+    """Why the record is stale (changed settings hash, a missing or moved guard); empty when current."""
+    import provenance
+
+    stale = provenance.stale_inputs(record, settings_inputs(record["settings"]))
+    return stale or provenance.moved_behaviour(record, timed_code_guard())
+
+
 def current_inputs(settings):
-    """SHA-256 of each timed file, of each timed definition, and of the settings."""
+    """The source hashes the record was made with (kept to check ``--restamp``)."""
     import provenance
 
     hashes = provenance.input_hashes(TIMED_FILES, settings)
@@ -552,6 +580,9 @@ def main(argv=None):
         action="store_true",
         help="run nothing; exit 1 if the results file's record does not match the timed code and settings",
     )
+    parser.add_argument(
+        "--restamp", action="store_true", help="add the static guard to a record made by today's code (no rerun)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--architecture", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -563,14 +594,26 @@ def main(argv=None):
     if args.repeats < 1 or args.num_epochs < 2:
         parser.exit(2, f"{parser.prog}: error: Expected --repeats >= 1 and --num-epochs >= 2. Received: "
                     f"repeats={args.repeats}, num_epochs={args.num_epochs}\n")  # fmt: skip
-    if args.check:
+    if args.check or args.restamp:
+        import fingerprint
         import provenance
 
         record = provenance.read_record(args.output)
         if record is None:
             parser.exit(1, f"{parser.prog}: {args.output} not found: run scripts/benchmark.py\n")
+        if args.restamp:
+            changed = provenance.stale_inputs(record, current_inputs(record["settings"]))
+            if changed:
+                parser.exit(2, f"{parser.prog}: error: made by other code ({', '.join(changed[:3])}); rerun it\n")
+            record["inputs"] = settings_inputs(record["settings"])
+            record["fingerprint"] = timed_code_guard()
+            record["commit"] = fingerprint.last_commit_of(args.output)
+            record["fingerprint_commit"] = fingerprint.git_commit()
+            provenance.write_record(args.output, record)
+            print(f"{args.output}: static guard added")
+            return 0
         # The check compares the code, and the settings the record was made with.
-        stale = provenance.stale_inputs(record, current_inputs(record["settings"]))
+        stale = stale_reasons(record)
         if stale:
             parser.exit(1, f"{parser.prog}: {args.output} is stale ({', '.join(stale)}): run scripts/benchmark.py\n")
         print(f"{args.output} is current")
@@ -617,6 +660,7 @@ def main(argv=None):
             "configs": configs,
             "machine_limit": {f"S{s}": machine_limit(architecture, BATCH_SIZE, s, len(x_train)) for s in (1, 5, 25)},
         }
+    import fingerprint
     from train_main_post import describe_machine
 
     measured = ratios(architectures)
@@ -627,7 +671,10 @@ def main(argv=None):
         "targets": verdicts(measured),
         "versions": versions(),
         "machine": describe_machine(),
-        "inputs": current_inputs(settings),
+        "inputs": settings_inputs(settings),
+        "fingerprint": timed_code_guard(),
+        "commit": fingerprint.git_commit(),
+        "fingerprint_commit": fingerprint.git_commit(),
     }
     output = pathlib.Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,10 @@ anything the run calls, however deep, makes it stale. No list of dependencies
 is kept by hand: the fingerprint runs the code the record ran.
 
 Timing records (seconds per epoch) depend on speed, which no fingerprint sees;
-``static_guard`` hashes the syntax trees (without docstrings) of the functions
-a traced run calls, keyed by qualified name, not by module.
+``static_call_graph_guard`` hashes the syntax trees (without docstrings) of
+every definition of ours reachable by name from the timed functions, read
+from the source, keyed by name, not by module (``trace_our_calls`` lets a
+test check that the graph covers what a run calls).
 
 Computing fingerprints takes seconds to minutes (models are built and
 trained), so they are cached in ``cache/fingerprints/`` (not committed), keyed
@@ -20,8 +22,10 @@ checkout checks its records without running anything.
 """
 
 import ast
+import contextlib
 import hashlib
 import inspect
+import io
 import json
 import math
 import os
@@ -51,12 +55,37 @@ ATOL = 1e-5
 MACHINE_WORDS = ("seconds", "time", "machine", "versions", "per_second", "memory")
 
 
+# A list of more numbers than this (an image, a curve) enters as a summary (``_summary``), so a record
+# does not carry thousands of values.
+LONG = 32
+
+
+def _summary(values):
+    """Length, minimum, maximum, and sums of |v|, of v squared and of position-weighted |v|: sums of
+    absolute values, so that large values cannot cancel into a small sum that rounding moves."""
+    n = len(values)
+    return {
+        "n": float(n),
+        "abs_sum": math.fsum(abs(v) for v in values),
+        "sum_of_squares": math.fsum(v * v for v in values),
+        "weighted_abs_sum": math.fsum((i + 1) / n * abs(v) for i, v in enumerate(values)),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
 def numbers(results, prefix=""):
-    """The numeric leaves of nested results as ``{"a.b.0": float}``, without timings and machine facts."""
+    """The numeric leaves of nested results as ``{"a.b.0": float}``, without timings and machine facts.
+
+    A list of more than ``LONG`` plain numbers enters as its ``_summary``.
+    """
     flat = {}
     if isinstance(results, dict):
         items = results.items()
     elif isinstance(results, (list, tuple)):
+        plain = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in results)
+        if plain and len(results) > LONG:
+            return numbers(_summary([float(v) for v in results]), prefix)
         items = enumerate(results)
     else:
         if isinstance(results, bool) or not isinstance(results, (int, float)):
@@ -115,13 +144,23 @@ def normalised_source(source):
 
 
 def code_digest(paths=None):
-    """SHA-256 over the normalised source of every Python file of our code (the fingerprint cache's key)."""
-    digest = hashlib.sha256()
+    """SHA-256 over the normalised source of every Python file of our code (the fingerprint cache's key).
+
+    Kept per process while no file's size or modification time changes, so one
+    process checking many records parses the code once.
+    """
     files = paths or sorted(path for folder in OUR_CODE for path in folder.rglob("*.py"))
-    for path in files:
-        digest.update(path.name.encode())
-        digest.update(normalised_source(path.read_text()).encode())
-    return digest.hexdigest()
+    stamp = tuple((str(path), path.stat().st_mtime_ns, path.stat().st_size) for path in files)
+    if stamp not in _DIGESTS:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode())
+            digest.update(normalised_source(path.read_text()).encode())
+        _DIGESTS[stamp] = digest.hexdigest()
+    return _DIGESTS[stamp]
+
+
+_DIGESTS = {}
 
 
 def cache_key(name, settings, extra=""):
@@ -137,7 +176,14 @@ def cached(name, settings, compute, extra=""):
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             pass  # a damaged cache entry is recomputed
-    values = compute()
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's progress lines: not for the reader here
+        values = compute()
+    return store(name, settings, values, extra)
+
+
+def store(name, settings, values, extra=""):
+    """Put ``values`` in the cache under the key ``cached`` would use (after a run that computed them anyway)."""
+    path = CACHE_DIR / f"{cache_key(name, settings, extra)}.json"
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_text(json.dumps(values, sort_keys=True))
@@ -198,26 +244,190 @@ def trace_our_calls(function, *args, **kwargs):
     return result, called
 
 
-def static_guard(qualified_names):
-    """SHA-256 of the syntax trees (no docstrings) of our functions ``module.qualname``, keyed by qualname.
+# ---------------------------------------------------------------------------
+# The static call graph: what a timing record's code can call, read from the
+# source without importing it (so the benchmark's PyTorch reference is
+# covered on a machine without PyTorch).
+# ---------------------------------------------------------------------------
 
-    The module part is dropped from the key, so moving a function to another
-    module keeps the guard; nested functions are covered by their enclosing
-    function's tree.
+OUR_MODULE_FOLDERS = (REPO_ROOT / "listings" / "vae", REPO_ROOT / "scripts")
+
+
+def _module_file(module_name):
+    for folder in OUR_MODULE_FOLDERS:
+        path = folder / f"{module_name}.py"
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(nodes):
+    """``{local name: (module, attribute or None)}`` of the import statements among ``nodes``."""
+    found = {}
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                found[alias.asname or alias.name] = (node.module, alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                found[alias.asname or alias.name.split(".")[0]] = (alias.name, None)
+    return found
+
+
+def _module_index(module_name):
+    """Top-level definitions ``{name: node}`` and imports of one of our modules, parsed, not imported."""
+    path = _module_file(module_name)
+    tree = ast.parse(path.read_text())
+    definitions = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            definitions[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    definitions[target.id] = node
+    return definitions, _imports(tree.body)
+
+
+def static_call_graph(module_name, names):
+    """``{(module, name): digest}`` of our top-level definitions reachable by name from ``module.names``.
+
+    Read from the source files: a function, class or constant refers to
+    another by a name (its module's or one it imports, at the top or inside
+    the function) or by ``module.attribute`` for a module of ours it
+    imports. Each definition's digest is that of its syntax tree without
+    docstrings, so comments, formatting and docstrings do not enter.
     """
-    import importlib
+    indices = {}
+    graph = {}
+    todo = [(module_name, name) for name in names]
+    while todo:
+        module_name, name = todo.pop()
+        if (module_name, name) in graph or _module_file(module_name) is None:
+            continue
+        if module_name not in indices:
+            indices[module_name] = _module_index(module_name)
+        definitions, imports = indices[module_name]
+        if name not in definitions:
+            if name in imports and imports[name][1] is not None:
+                todo.append(imports[name])  # a name imported from another module of ours
+            continue
+        node = definitions[name]
+        tree = _without_docstrings(ast.Module(body=[_copy(node)], type_ignores=[]))
+        graph[(module_name, name)] = hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+        local = {**imports, **_imports(ast.walk(node))}
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name):
+                if sub.id in local and local[sub.id][1] is not None:
+                    todo.append(local[sub.id])
+                elif sub.id in definitions:
+                    todo.append((module_name, sub.id))
+            elif isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name):
+                target = local.get(sub.value.id)
+                if target is not None and target[1] is None:  # module.attribute of an imported module
+                    todo.append((target[0], sub.attr))
+    return graph
 
-    trees = {}
-    for name in sorted(qualified_names):
-        module_name, _, qualname = name.partition(".")
-        module = sys.modules.get(module_name) or importlib.import_module(module_name)
-        value = module
-        for part in qualname.split("."):
-            if part == "<locals>" or not hasattr(value, part):
-                value = None
-                break
-            value = getattr(value, part)
-        if value is None or not (inspect.isfunction(value) or inspect.isclass(value)):
-            continue  # a nested function, a lambda or a comprehension: inside its parent's tree
-        trees[qualname] = hashlib.sha256(normalised_source(inspect.getsource(value)).encode()).hexdigest()
-    return hashlib.sha256(json.dumps(trees, sort_keys=True).encode()).hexdigest()
+
+def _copy(node):
+    return ast.parse(ast.unparse(node)).body[0]
+
+
+def static_call_graph_guard(module_name, names):
+    """SHA-256 of ``static_call_graph``, keyed by definition name only (moving one between modules keeps it)."""
+    by_name = {}
+    for (_, name), digest in static_call_graph(module_name, names).items():
+        by_name.setdefault(name, []).append(digest)
+    return hashlib.sha256(json.dumps({k: sorted(v) for k, v in by_name.items()}, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Figures: the plotted arrays, the texts and the styles of every figure saved.
+# ---------------------------------------------------------------------------
+
+
+def _array_summary(values):
+    """``_summary`` of an array; of each column for points, colours and the like (two to four columns)."""
+    import numpy as np
+
+    array = np.ma.filled(np.ma.masked_invalid(np.asarray(values, dtype="float64")), 0.0)
+    if array.size == 0:
+        return {"n": 0.0}
+    if array.ndim == 2 and 2 <= array.shape[1] <= 4:
+        return {f"column{j}": _summary(array[:, j].tolist()) for j in range(array.shape[1])}
+    return _summary(array.ravel().tolist())
+
+
+def figure_numbers(figure):
+    """What a matplotlib figure shows: a summary of each plotted array (data coordinates), and one digest
+    of its texts (titles, labels, tick labels, legends) and styles (colours, widths, markers, size)."""
+    arrays, words = {}, [list(map(float, figure.get_size_inches())), figure.dpi]
+    for i, ax in enumerate(figure.axes):
+        words += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale(), ax.get_yscale()]
+        words += [label.get_text() for label in [*ax.get_xticklabels(), *ax.get_yticklabels(), *ax.texts]]
+        arrays[f"{i}.limits"] = [*ax.get_xlim(), *ax.get_ylim()]
+        legend = ax.get_legend()
+        if legend is not None:
+            words += [text.get_text() for text in legend.get_texts()]
+        for j, line in enumerate(ax.lines):
+            arrays[f"{i}.line{j}"] = line.get_xydata()
+            words += [str(line.get_color()), line.get_linestyle(), line.get_linewidth(), str(line.get_marker())]
+        for j, collection in enumerate(ax.collections):
+            arrays[f"{i}.collection{j}.offsets"] = collection.get_offsets()
+            if hasattr(collection, "get_coordinates"):  # a QuadMesh: its grid, not one path per quad
+                arrays[f"{i}.collection{j}.paths"] = collection.get_coordinates().reshape(-1, 2)
+            else:
+                vertices = [path.vertices.ravel() for path in collection.get_paths()]
+                arrays[f"{i}.collection{j}.paths"] = [v for block in vertices for v in block]
+            if collection.get_array() is not None:
+                arrays[f"{i}.collection{j}.values"] = collection.get_array()
+            arrays[f"{i}.collection{j}.colours"] = collection.get_facecolor()
+        for j, image in enumerate(ax.images):
+            arrays[f"{i}.image{j}"] = image.get_array()
+            words += [str(image.get_cmap().name), list(map(float, image.get_extent()))]
+        for j, patch in enumerate(ax.patches):
+            arrays[f"{i}.patch{j}"] = patch.get_patch_transform().transform(patch.get_path().vertices)
+            words.append(str(patch.get_facecolor()))
+    values = {name: _array_summary(array) for name, array in arrays.items()}
+    values["texts_and_styles"] = hashlib.sha256(json.dumps(words, default=str).encode()).hexdigest()
+    return values
+
+
+def drawn_numbers(draw):
+    """Run ``draw()``; return ``figure_numbers`` of every matplotlib figure it saves (by file name) and the
+    SHA-256 of the graphviz source of every diagram it renders with ``make_diagrams.model_to_svg``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    import make_diagrams
+
+    captured = {}
+    save, render = Figure.savefig, make_diagrams.render_svg
+
+    def savefig(figure, fname, *args, **kwargs):
+        result = save(figure, fname, *args, **kwargs)  # drawn first, so tick labels are final
+        captured[pathlib.Path(str(fname)).name] = figure_numbers(figure)
+        return result
+
+    def render_svg(source):
+        captured[f"diagram{len([k for k in captured if k.startswith('diagram')])}"] = hashlib.sha256(
+            source.encode()
+        ).hexdigest()
+        return render(source)
+
+    Figure.savefig, make_diagrams.render_svg = savefig, render_svg
+    try:
+        draw()
+    finally:
+        Figure.savefig, make_diagrams.render_svg = save, render
+    flat = {}
+    for name, value in captured.items():
+        if isinstance(value, str):
+            flat[name] = value
+        else:
+            flat.update({f"{name}.{key}": v for key, v in value.items() if isinstance(v, str)})
+            flat.update(numbers({key: v for key, v in value.items() if not isinstance(v, str)}, name))
+    return flat

@@ -8,10 +8,9 @@ is byte-identical for the same code and graphviz version.
 
 Writes ``reparameterization.svg``, ``reparameterization_shapes.svg``,
 ``encoder.svg``, ``decoder.svg``, ``vae.svg`` and ``diagrams.json`` (the
-settings drawn and the record of inputs) to ``--output-dir``.
+settings drawn and the fingerprint of the graphs) to ``--output-dir``.
 """
 
-import argparse
 import os
 import pathlib
 import re
@@ -32,9 +31,9 @@ DIAGRAMS = ("reparameterization", "reparameterization_shapes", "encoder", "decod
 SETTINGS = {"original_dim": 784, "intermediate_dim": 256, "latent_dim": 2, "mc_samples": 5, "dpi": 72}
 
 
-def inputs():
-    paths = [REPO_ROOT / "listings" / "vae" / "variational_autoencoder.py", pathlib.Path(__file__)]
-    return provenance.input_hashes(paths, {**SETTINGS, "graphviz": graphviz_version()})
+def drawn_settings():
+    """The settings and the graphviz version (a RuntimeError when graphviz is missing)."""
+    return {**SETTINGS, "graphviz": graphviz_version()}
 
 
 def graphviz_version():
@@ -79,8 +78,12 @@ def model_to_svg(model, show_shapes, expand_nested=False):
     leftover = [i for i in names if i in source]
     if leftover:
         raise RuntimeError(f"unstable node ids left in the graph: {leftover}")
-    result = subprocess.run(["dot", "-Tsvg"], input=source, capture_output=True, text=True, check=True)
-    return result.stdout
+    return render_svg(source)
+
+
+def render_svg(source):
+    """SVG text of a graphviz source, rendered by ``dot``."""
+    return subprocess.run(["dot", "-Tsvg"], input=source, capture_output=True, text=True, check=True).stdout
 
 
 # [start reparameterization-model]
@@ -100,10 +103,9 @@ def build_reparameterization_model(latent_dim, mc_samples):
 # [end reparameterization-model]
 
 
-def draw(output_dir):
+def draw(_, output_dir):
     from variational_autoencoder import build_vae
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     reparameterization = build_reparameterization_model(SETTINGS["latent_dim"], SETTINGS["mc_samples"])
     vae, encoder, decoder = build_vae(
         original_dim=SETTINGS["original_dim"],
@@ -123,27 +125,14 @@ def draw(output_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--output-dir", default=str(OUTPUT_DIR), help="where to write the SVG files (default: images/vae)"
-    )
-    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
-    args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    output_dir = pathlib.Path(args.output_dir)
-    try:
-        hashes = inputs()
-    except RuntimeError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    outputs = [output_dir / f"{name}.svg" for name in DIAGRAMS]
-    if args.if_stale and provenance.is_current(output_dir / RECORD_NAME, hashes, outputs):
-        print(f"{output_dir / RECORD_NAME} is current; no diagrams to draw")
-        return 0
-    draw(output_dir)
-    provenance.write_record(output_dir / RECORD_NAME, {"settings": SETTINGS, "inputs": hashes})
-    print(f"wrote {', '.join(f'{name}.svg' for name in DIAGRAMS)} to {output_dir}")
-    return 0
+    return provenance.draw_figures(
+        __doc__, OUTPUT_DIR, [f"{name}.svg" for name in DIAGRAMS], draw, drawn_settings, record_name=RECORD_NAME,
+        argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    import make_diagrams  # the module itself, not __main__: fingerprint.drawn_numbers watches its render_svg
+
+    sys.exit(make_diagrams.main())

@@ -38,30 +38,20 @@ PAIR_TITLES = {"near-2d": "2-D, close to the prior", "far-2d": "2-D, far from th
 SETTINGS = {"toy_samples": 600, "seed": 0, "diagram": {"latent_dim": 2, "mc_samples": 5, "intermediate_dim": 64}}
 
 
-# The code a figure depends on besides its data: the samplers and the model the diagram draws.
-DEFINITIONS = {
-    "variational_autoencoder": ["hidden_name", "build_encoder", "build_decoder", "reparameterize"],
-    "kl_divergence": ["AdversarialKL", "BroadcastToSamples", "build_discriminator", "make_kl_layer"],
-    "avb": ["build_implicit_encoder", "build_kl_vae", "kl_vae_parts", "sample_gaussian"],
-    "make_diagrams": ["stable_node_names", "model_to_svg"],
-}
-
-
 def input_paths(results_dir):
     results_dir = pathlib.Path(results_dir)
     return [
         results_dir / "estimators.json",
         results_dir / "toy.json",
         *(results_dir / "toy" / f"{name}.keras" for name in TOY_MODELS),
-        pathlib.Path(__file__),
     ]
 
 
-def current_inputs(paths):
+def drawn_settings():
+    """The settings and the graphviz version (a RuntimeError when graphviz is missing)."""
     from make_diagrams import graphviz_version
 
-    hashes = provenance.input_hashes(paths, {**SETTINGS, "graphviz": graphviz_version()})
-    return {**hashes, **provenance.definition_hashes(DEFINITIONS)}
+    return {**SETTINGS, "graphviz": graphviz_version()}
 
 
 def posterior_samples(vae, x, num_samples, seed):
@@ -151,8 +141,8 @@ def draw(results_dir, output_dir):
 
 def main(argv=None):
     return provenance.draw_figures(
-        __doc__, "avb_experiments.py", RESULTS_DIR, OUTPUT_DIR, FIGURES, input_paths, current_inputs, draw, SETTINGS,
-        argv,
+        __doc__, OUTPUT_DIR, FIGURES, draw, drawn_settings, results=("--results-dir", RESULTS_DIR),
+        input_paths=input_paths, made_by="avb_experiments.py", argv=argv,
     )  # fmt: skip
 
 

@@ -13,7 +13,6 @@ and writes to ``--output-dir``:
 Output is deterministic for a given results file.
 """
 
-import argparse
 import json
 import pathlib
 import sys
@@ -95,13 +94,6 @@ def range_verdicts(results):
     return verdicts
 
 
-def current_inputs(results_path):
-    results_path = pathlib.Path(results_path)
-    if not results_path.is_file():
-        raise FileNotFoundError(f"Missing {results_path}: run scripts/benchmark.py first")
-    return provenance.input_hashes([results_path, pathlib.Path(__file__)], {"order": ORDER})
-
-
 def plot(results, path):
     import matplotlib
 
@@ -142,26 +134,21 @@ def plot(results, path):
     plt.close(fig)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", default=str(RESULTS), help="benchmark results (default: %(default)s)")
-    parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write the chart (default: %(default)s)")
-    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
-    args = parser.parse_args(argv)
-    output_dir = pathlib.Path(args.output_dir)
+def read_results(results_path):
+    """The benchmark's results; ValueError, in one line, when the file is not JSON."""
     try:
-        inputs = current_inputs(args.results)
-        results = json.loads(pathlib.Path(args.results).read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    if args.if_stale and provenance.is_current(output_dir / RECORD_NAME, inputs, [output_dir / FIGURE]):
-        print(f"{output_dir / RECORD_NAME} is current; no chart to draw")
-        return 0
-    output_dir.mkdir(parents=True, exist_ok=True)
-    plot(results, output_dir / FIGURE)
-    provenance.write_record(output_dir / RECORD_NAME, {"inputs": inputs, "targets": range_verdicts(results)})
-    print(f"wrote {FIGURE} to {output_dir}")
-    return 0
+        return json.loads(pathlib.Path(results_path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{results_path} is not a JSON results file ({error})") from None
+
+
+def main(argv=None):
+    return provenance.draw_figures(
+        __doc__, OUTPUT_DIR, (FIGURE,), lambda path, output_dir: plot(read_results(path), output_dir / FIGURE),
+        {"order": ORDER}, results=("--results", RESULTS), input_paths=lambda path: [path],
+        made_by="scripts/benchmark.py", extra_record=lambda path: {"targets": range_verdicts(read_results(path))},
+        errors=(ValueError,), argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

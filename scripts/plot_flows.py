@@ -38,14 +38,6 @@ SETTINGS = {
     "dpi": 110,
     "diagram": {"flow": "planar", "num_flows": 2, "latent_dim": 2, "mc_samples": 5, "intermediate_dim": 64},
 }
-# The code a figure depends on besides its data: the densities and the models the diagrams draw.
-DEFINITIONS = {
-    "variational_autoencoder": ["hidden_name", "build_encoder", "build_decoder", "reparameterize"],
-    "flows": ["check_num_flows", "check_flow_kind", "check_finite", "check_z_shape", "PlanarFlow", "made_degrees",
-              "MaskedDense", "InverseAutoregressiveFlow", "SumLogDets", "build_flow", "FlowKL", "build_flow_vae"],
-    "flow_densities": ["potential", "BOX", "WALL_SCALE"],
-    "make_diagrams": ["stable_node_names", "model_to_svg"],
-}  # fmt: skip
 
 
 def columns(toy):
@@ -60,18 +52,18 @@ def model_names(toy):
 
 def input_paths(results_dir):
     results_dir = pathlib.Path(results_dir)
-    paths = [results_dir / "toy.json", pathlib.Path(__file__)]
+    paths = [results_dir / "toy.json"]
     if paths[0].is_file():
         toy = json.loads(paths[0].read_text())
         paths += [results_dir / "toy" / f"{name}.keras" for name in model_names(toy)]
     return paths
 
 
-def current_inputs(paths):
+def drawn_settings():
+    """The settings and the graphviz version (a RuntimeError when graphviz is missing)."""
     from make_diagrams import graphviz_version
 
-    hashes = provenance.input_hashes(paths, {**SETTINGS, "graphviz": graphviz_version()})
-    return {**hashes, **provenance.definition_hashes(DEFINITIONS)}
+    return {**SETTINGS, "graphviz": graphviz_version()}
 
 
 def flow_density_mesh(flow_model, half_width, points):
@@ -147,8 +139,8 @@ def draw(results_dir, output_dir):
 
 def main(argv=None):
     return provenance.draw_figures(
-        __doc__, "flow_experiments.py", RESULTS_DIR, OUTPUT_DIR, FIGURES, input_paths, current_inputs, draw, SETTINGS,
-        argv,
+        __doc__, OUTPUT_DIR, FIGURES, draw, drawn_settings, results=("--results-dir", RESULTS_DIR),
+        input_paths=input_paths, made_by="flow_experiments.py", argv=argv,
     )  # fmt: skip
 
 

@@ -12,10 +12,9 @@ and writes, in ``--output-dir`` (default ``images/iwae``):
 * ``reconstructions.svg``: one test digit decoded from single samples of z;
 * ``figures.json``: the record of the inputs they came from.
 
-With ``--if-stale`` it does nothing when the record matches the inputs.
+With ``--if-stale`` it draws only when the record is stale (``provenance.draw_figures``).
 """
 
-import argparse
 import pathlib
 import sys
 
@@ -31,8 +30,7 @@ RECORD_NAME = "figures.json"
 LABELS = {"elbo": "ELBO", "iwae": "IWAE bound", "vae-k50": "VAE, S = 50", "iwae-k50": "IWAE, S = 50"}
 
 
-def current_inputs(experiments_path):
-    return provenance.input_hashes([experiments_path, pathlib.Path(__file__)], {"figures": FIGURES})
+SETTINGS = {"figures": FIGURES}
 
 
 def setup_matplotlib():
@@ -144,25 +142,10 @@ def plot_reconstructions(results, path):
     plt.close(fig)
 
 
-def main(argv=None):
+def draw(experiments_path, output_dir):
     import json
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiments", default=str(EXPERIMENTS), help="measurements (default: %(default)s)")
-    parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: images/iwae)")
-    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
-    args = parser.parse_args(argv)
-    experiments_path = pathlib.Path(args.experiments)
-    if not experiments_path.is_file():
-        parser.exit(2, f"{parser.prog}: error: no measurements at {experiments_path}; run mc_samples_experiments.py\n")
-    output_dir = pathlib.Path(args.output_dir)
-    inputs = current_inputs(experiments_path)
-    outputs = [output_dir / name for name in FIGURES]
-    if args.if_stale and provenance.is_current(output_dir / RECORD_NAME, inputs, outputs):
-        print(f"{output_dir} is current; nothing to draw")
-        return 0
-    results = json.loads(experiments_path.read_text())
-    output_dir.mkdir(parents=True, exist_ok=True)
+    results = json.loads(pathlib.Path(experiments_path).read_text())
     plot_gradient_variance(
         results["gradient_variance"],
         results["settings"]["gradient_variance"]["repeats"],
@@ -171,9 +154,13 @@ def main(argv=None):
     plot_grid(results["grid"], output_dir / "batch_mc_grid.svg")
     plot_bounds(results["bounds"], output_dir / "bounds_vs_k.svg")
     plot_reconstructions(results["reconstructions"], output_dir / "reconstructions.svg")
-    provenance.write_record(output_dir / RECORD_NAME, {"inputs": inputs})
-    print(f"wrote {', '.join(FIGURES)} to {output_dir}")
-    return 0
+
+
+def main(argv=None):
+    return provenance.draw_figures(
+        __doc__, OUTPUT_DIR, FIGURES, draw, SETTINGS, results=("--experiments", EXPERIMENTS),
+        input_paths=lambda path: [path], made_by="mc_samples_experiments.py", argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -42,27 +42,19 @@ HEAD_LABELS = {
     "gaussian": "Gaussian, scale per pixel",
     "gaussian_heteroscedastic": "Gaussian, scale per output",
 }
-# The code the diagram depends on: the model it draws.
-DEFINITIONS = {
-    "variational_autoencoder": ["KLDivergenceLayer", "reparameterize"],
-    "likelihoods": ["LearnedLogScale"],
-    "skeleton": ["likelihood_head", "GlobalPosterior", "BayesianDense", "build_global_encoder", "build_linear_decoder",
-                 "build_model", "build_task_model"],
-    "make_diagrams": ["stable_node_names", "model_to_svg"],
-}  # fmt: skip
 
 
 def input_paths(results_dir):
     results_dir = pathlib.Path(results_dir)
     names = ("mnist.json", "mnist_images.npz", "regression.json", "classification.json")
-    return [*(results_dir / name for name in names), pathlib.Path(__file__)]
+    return [*(results_dir / name for name in names)]
 
 
-def current_inputs(paths):
+def drawn_settings():
+    """The settings and the graphviz version (a RuntimeError when graphviz is missing)."""
     from make_diagrams import graphviz_version
 
-    hashes = provenance.input_hashes(paths, {**SETTINGS, "graphviz": graphviz_version()})
-    return {**hashes, **provenance.definition_hashes(DEFINITIONS)}
+    return {**SETTINGS, "graphviz": graphviz_version()}
 
 
 def save(fig, path):
@@ -169,8 +161,8 @@ def draw(results_dir, output_dir):
 
 def main(argv=None):
     return provenance.draw_figures(
-        __doc__, "likelihood_experiments.py", RESULTS_DIR, OUTPUT_DIR, FIGURES, input_paths, current_inputs, draw,
-        SETTINGS, argv,
+        __doc__, OUTPUT_DIR, FIGURES, draw, drawn_settings, results=("--results-dir", RESULTS_DIR),
+        input_paths=input_paths, made_by="likelihood_experiments.py", argv=argv,
     )  # fmt: skip
 
 

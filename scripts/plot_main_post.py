@@ -13,7 +13,6 @@ Reads ``results/vae/vae.keras`` and ``history.json`` (written by
 Output is deterministic for a given model and data (fixed seeds, no dates).
 """
 
-import argparse
 import os
 import pathlib
 import sys
@@ -32,26 +31,13 @@ RECORD_NAME = "figures.json"
 SETTINGS = {"grid_size": 15, "grid_quantiles": [0.05, 0.95], "digit_size": 28}
 
 
-def current_inputs(results_dir, mnist_dir=None):
+def input_paths(results_dir, mnist_dir=None):
+    """The trained model, its history and the MNIST test files; MNISTError without a local MNIST folder."""
     folder = resolve_mnist_dir(mnist_dir)
     if folder is None:
         raise MNISTError("no local MNIST folder; set MNIST_DIR")
-    test_files = [folder / name for name in MNIST_FILES["test"]]
     results_dir = pathlib.Path(results_dir)
-    paths = [
-        results_dir / "vae.keras",
-        results_dir / "history.json",
-        pathlib.Path(__file__),
-        REPO_ROOT / "listings" / "vae" / "visualize.py",
-        *test_files,
-    ]
-    for path in paths[:2]:
-        if not path.is_file():
-            raise FileNotFoundError(f"Missing {path}: run scripts/train_main_post.py first")
-    for path in test_files:
-        if not path.is_file():
-            raise MNISTError(f"Missing MNIST file: expected {path.name} in {folder}")
-    return provenance.input_hashes(paths, SETTINGS)
+    return [results_dir / "vae.keras", results_dir / "history.json", *(folder / name for name in MNIST_FILES["test"])]
 
 
 def setup_matplotlib():
@@ -86,7 +72,7 @@ def plot_loss_curve(plt, history, path):
     plt.close(fig)
 
 
-def run(results_dir, output_dir, inputs):
+def draw(results_dir, output_dir):
     import json
 
     from mnist_data import flatten_and_scale, load_mnist
@@ -122,32 +108,13 @@ def run(results_dir, output_dir, inputs):
     save(fig, output_dir / "lead.png")
     plt.close(fig)
 
-    provenance.write_record(output_dir / RECORD_NAME, {"settings": SETTINGS, "inputs": inputs})
-
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--results-dir", default=str(RESULTS_DIR), help="folder with vae.keras and history.json (default: results/vae)"
-    )
-    parser.add_argument(
-        "--output-dir", default=str(OUTPUT_DIR), help="where to write the figures (default: images/vae)"
-    )
-    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
-    args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    results_dir, output_dir = pathlib.Path(args.results_dir), pathlib.Path(args.output_dir)
-    try:
-        inputs = current_inputs(results_dir)
-    except (MNISTError, FileNotFoundError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    outputs = [output_dir / name for name in (*FIGURES, RECORD_NAME)]
-    if args.if_stale and provenance.is_current(output_dir / RECORD_NAME, inputs, outputs):
-        print(f"{output_dir / RECORD_NAME} is current; no figures to draw")
-        return 0
-    run(results_dir, output_dir, inputs)
-    print(f"wrote {', '.join(FIGURES)} to {output_dir}")
-    return 0
+    return provenance.draw_figures(
+        __doc__, OUTPUT_DIR, FIGURES, draw, SETTINGS, results=("--results-dir", RESULTS_DIR),
+        input_paths=input_paths, made_by="scripts/train_main_post.py", errors=(MNISTError,), argv=argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -142,17 +142,25 @@ def write_record(record_path, record):
     record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def part_fingerprint(script, part, quick_settings, run_part, timing=False):
+def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra=""):
     """A part's behavioural fingerprint: its ``run_part`` at the quick settings on the committed MNIST subset.
 
     For a ``timing`` part (seconds per epoch, which no fingerprint sees) it is
-    the static guard instead: the syntax trees of every function of ours that
-    the quick run calls (``fingerprint.static_guard``). Cached by the
-    normalised source of our code and the settings (``fingerprint.cached``).
+    the static guard instead: the syntax trees of every definition of ours
+    reachable from the function named like the part in ``run_part``'s module
+    (``fingerprint.static_call_graph_guard``), read from the source without
+    running anything. Fingerprints are cached by the normalised source of our
+    code, the settings and ``extra`` (say, the hashes of trained models the
+    run reads) (``fingerprint.cached``).
     """
+    import inspect
     import os
 
     import fingerprint
+
+    if timing:
+        module = pathlib.Path(inspect.getsourcefile(run_part)).stem
+        return {"static_guard": fingerprint.static_call_graph_guard(module, [part])}
 
     def compute():
         import keras
@@ -163,9 +171,6 @@ def part_fingerprint(script, part, quick_settings, run_part, timing=False):
         os.environ["MNIST_DIR"] = str(FINGERPRINT_MNIST_DIR)
         try:
             with tempfile.TemporaryDirectory() as scratch:
-                if timing:
-                    _, called = fingerprint.trace_our_calls(run_part, part, quick_settings, pathlib.Path(scratch))
-                    return {"static_guard": fingerprint.static_guard(called)}
                 return fingerprint.numbers(run_part(part, quick_settings, pathlib.Path(scratch)))
         finally:
             if previous is None:
@@ -173,7 +178,7 @@ def part_fingerprint(script, part, quick_settings, run_part, timing=False):
             else:
                 os.environ["MNIST_DIR"] = previous
 
-    return fingerprint.cached(f"{script}:{part}", quick_settings, compute, extra="timing" if timing else "")
+    return fingerprint.cached(f"{script}:{part}", quick_settings, compute, extra=extra)
 
 
 FINGERPRINT_MNIST_DIR = REPO_ROOT / "tests" / "data" / "mnist"
@@ -210,7 +215,8 @@ def run_parts(
     one. ``--restamp`` adds the fingerprint to records that ``current_inputs``
     (the source hashes they were made with) still finds current, without
     rerunning them. Parts in ``timing_parts`` measure speed: their
-    fingerprint is the static guard of the code they run. The fingerprints
+    fingerprint is the static guard of the code they can run (from the
+    function named like the part). The fingerprints
     run at ``fingerprint_settings`` (default: ``quick``), which must reach
     every row, head and target the full settings reach.
     """
@@ -344,45 +350,107 @@ def _restamp_parts(
     return 0
 
 
-def draw_figures(
-    description, made_by, results_dir, output_dir, figures, input_paths, current_inputs, draw, settings, argv=None
-):
-    """The command line of a figure script (``plot_avb.py``, ...): ``--results-dir``, ``--output-dir``, ``--if-stale``.
+def figures_fingerprint(name, draw, paths, settings):
+    """The numbers a figure script draws (``fingerprint.drawn_numbers``), drawing into a scratch folder.
 
-    ``input_paths(results_dir)`` lists the files the figures come from (a
-    missing one is reported in one line, naming ``made_by``, the script that
-    writes them); ``current_inputs(paths)``
-    hashes them (a RuntimeError, such as a missing graphviz, is reported in one
-    line); ``draw(results_dir, output_dir)`` writes ``figures``. The record
-    ``figures.json`` holds ``settings`` and the input hashes. Returns the exit code.
+    Cached by our code, the settings and the SHA-256 of the files it reads.
+    """
+    import fingerprint
+
+    def compute():
+        with tempfile.TemporaryDirectory() as scratch:
+            return fingerprint.drawn_numbers(lambda: draw(pathlib.Path(scratch)))
+
+    return fingerprint.cached(f"figures:{name}", settings, compute, extra=json.dumps(input_hashes(paths, {})))
+
+
+def draw_figures(
+    description,
+    output_dir,
+    figures,
+    draw,
+    settings,
+    results=None,
+    input_paths=lambda source: [],
+    made_by=None,
+    record_name="figures.json",
+    extra_record=None,
+    errors=(),
+    argv=None,
+):
+    """The command line of a figure script: ``--output-dir``, ``--if-stale``, ``--check``, and a results option.
+
+    ``results`` is ``(option, default path)`` of what the figures are drawn
+    from (say ``("--results-dir", results/avb)``), or None. ``input_paths(source)``
+    lists the files they read (a missing one is reported in one line, naming
+    ``made_by``, the script that writes it); ``draw(source, output_dir)``
+    writes ``figures``. ``settings`` is a dict or a function returning one
+    (it may raise one of ``errors`` or RuntimeError, such as a missing
+    graphviz, reported in one line).
+
+    The record (``record_name``) holds the settings' hash, the commit, and
+    the fingerprint of what was drawn: a summary of every plotted array and
+    a digest of the texts and styles of every figure, and the graphviz source
+    of every diagram (``fingerprint.drawn_numbers``). It is stale when the
+    settings change or today's code, drawing from today's inputs, draws
+    something else; the results files are not hashed, so a part of them no
+    figure shows can change without a redraw. ``extra_record(source)`` adds
+    keys to the record (say, verdicts the site reads). Returns the exit code.
     """
     import argparse
 
+    import fingerprint
+
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
-    results_dir, output_dir = pathlib.Path(results_dir), pathlib.Path(output_dir)
-    parser.add_argument(
-        "--results-dir", default=str(results_dir), help=f"measurements (default: {results_dir.relative_to(REPO_ROOT)})"
-    )
-    parser.add_argument(
-        "--output-dir", default=str(output_dir), help=f"where to write (default: {output_dir.relative_to(REPO_ROOT)})"
-    )
-    parser.add_argument("--if-stale", action="store_true", help="do nothing when the record matches the inputs")
+    output_dir = pathlib.Path(output_dir)
+    if results is not None:
+        option, default = results
+        default = pathlib.Path(default)
+        parser.add_argument(option, default=str(default), help=f"what is drawn (default: {_shown(default)})")
+    parser.add_argument("--output-dir", default=str(output_dir), help=f"where to write (default: {_shown(output_dir)})")
+    parser.add_argument("--if-stale", action="store_true", help="draw only when the record is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the record is stale")
     args = parser.parse_args(argv)
-    paths = input_paths(args.results_dir)
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        parser.exit(2, f"{parser.prog}: error: missing input {missing[0]}; run {made_by}\n")
-    try:
-        inputs = current_inputs(paths)
-    except RuntimeError as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    cache_name = f"{record_name}:{','.join(figures)}"
+    source = pathlib.Path(getattr(args, results[0].lstrip("-").replace("-", "_"))) if results else None
     output_dir = pathlib.Path(args.output_dir)
-    record_path = output_dir / "figures.json"
-    if args.if_stale and is_current(record_path, inputs, [output_dir / name for name in figures]):
-        print(f"{output_dir} is current; nothing to draw")
-        return 0
+    record_path = output_dir / record_name
+    try:
+        paths = input_paths(source)
+        missing = [str(path) for path in paths if not path.is_file()]
+        if missing:
+            parser.exit(
+                2, f"{parser.prog}: error: missing input {missing[0]}" + (f"; run {made_by}\n" if made_by else "\n")
+            )
+        drawn_settings = settings() if callable(settings) else settings
+        inputs = input_hashes([], drawn_settings)
+        if args.if_stale or args.check:
+            record = read_record(record_path)
+            stale = ["no record"] if record is None else stale_inputs(record, inputs)
+            stale = stale or [f"missing {name}" for name in figures if not (output_dir / name).is_file()]
+            if not stale:
+                current = figures_fingerprint(cache_name, lambda scratch: draw(source, scratch), paths, drawn_settings)
+                stale = moved_behaviour(record, current)
+            if args.check and stale:
+                parser.exit(1, f"{parser.prog}: stale: {describe_stale({record_path.name: stale})}\n")
+            if not stale:
+                print(f"{record_path} is current" + ("" if args.check else "; nothing to draw"))
+                return 0
+    except (RuntimeError, *errors) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     output_dir.mkdir(parents=True, exist_ok=True)
-    draw(pathlib.Path(args.results_dir), output_dir)
-    write_record(record_path, {"settings": settings, "inputs": inputs})
+    drawn = fingerprint.drawn_numbers(lambda: draw(source, output_dir))
+    fingerprint.store(f"figures:{cache_name}", drawn_settings, drawn, extra=json.dumps(input_hashes(paths, {})))
+    commit = fingerprint.git_commit()
+    record = {"settings": drawn_settings, "inputs": inputs, "fingerprint": drawn, "commit": commit,
+              "fingerprint_commit": commit, **(extra_record(source) if extra_record else {})}  # fmt: skip
+    write_record(record_path, record)
     print(f"wrote {', '.join(figures)} to {output_dir}")
     return 0
+
+
+def _shown(path):
+    try:
+        return path.resolve().relative_to(REPO_ROOT)
+    except ValueError:
+        return path

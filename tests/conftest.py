@@ -65,6 +65,34 @@ def assert_settings_recorded(experiments):
         assert recorded == experiments.SETTINGS[part], f"{part}: rerun {pathlib.Path(experiments.__file__).name}"
 
 
+def assert_figures_current(script, output_dir, figures, tmp_path, record_name="figures.json", same_bytes=None):
+    """Redrawn by today's code from the committed inputs, the figures equal the committed ones, and the fresh
+    record's settings and fingerprint (the plotted arrays, texts and styles) match the committed record,
+    which is what ``<script> --check`` compares; one drawing serves both checks.
+
+    ``same_bytes`` lists the figures compared byte for byte (default: all); the others are PNG images
+    compared pixel by pixel with room for a few anti-aliased pixels on another machine.
+    """
+    import numpy as np
+
+    import fingerprint
+
+    result = run_python([script, "--output-dir", tmp_path])
+    assert result.returncode == 0, result.stderr[-2000:]
+    committed, fresh = (json.loads((folder / record_name).read_text()) for folder in (output_dir, tmp_path))
+    assert fresh["inputs"] == committed["inputs"], f"{record_name}: settings changed; run make site"
+    moved = fingerprint.describe_differences(committed["fingerprint"], fresh["fingerprint"])
+    assert not moved, f"{output_dir.name}/{record_name} is stale ({moved}): run make site"
+    for name in figures:
+        if same_bytes is None or name in same_bytes:
+            assert (tmp_path / name).read_bytes() == (output_dir / name).read_bytes(), f"{name}: run make site"
+        else:
+            import matplotlib.image
+
+            a, b = (matplotlib.image.imread(folder / name) for folder in (tmp_path, output_dir))
+            assert a.shape == b.shape and np.mean(np.abs(a - b) > 0.1) < 0.001, f"{name} does not match: make site"
+
+
 @pytest.fixture(scope="session")
 def mnist_subset():
     """The committed subset, flattened and scaled: (x_train, y_train), (x_test, y_test)."""

@@ -1,13 +1,16 @@
 """Behavioural fingerprints: blind to spelling, sensitive to behaviour, deterministic, and covering the run.
 
-The records migrated so far: ``results/vae/main_post.json`` and
-``results/avb/*.json``. The others still hash the source of listed
-definitions (``provenance.definition_hashes``).
+Every record carries a fingerprint: the numbers its own code computes at tiny
+settings (results), the plotted arrays, texts and styles (figures), or, for
+timings, a static guard of the code that runs (a traced or a static call graph).
 """
 
 import json
 import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -55,13 +58,20 @@ def test_normalised_source_ignores_spelling_not_code(variant, same):
     assert (fingerprint.normalised_source(REFERENCE) == fingerprint.normalised_source(variant)) is same
 
 
-def test_static_guard_ignores_the_module_a_function_lives_in(tmp_path, monkeypatch):
-    for module, extra in (("guard_home_a", ""), ("guard_home_b", "\n\ndef other():\n    return 1\n")):
-        (tmp_path / f"{module}.py").write_text(REFERENCE + extra)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    assert fingerprint.static_guard({"guard_home_a.scale"}) == fingerprint.static_guard({"guard_home_b.scale"})
+def test_the_static_call_graph_follows_names_and_ignores_the_module_a_function_lives_in(tmp_path, monkeypatch):
+    caller = "from {home} import scale\n\n\ndef timed(x):\n    return scale(x) + OFFSET\n\n\nOFFSET = 1\n"
+    for home in ("guard_home_a", "guard_home_b", "guard_home_c"):
+        (tmp_path / f"caller_of_{home}.py").write_text(caller.format(home=home))
+    (tmp_path / "guard_home_a.py").write_text(REFERENCE)
+    (tmp_path / "guard_home_b.py").write_text(REFERENCE + "\n\ndef other():\n    return 1\n")
     (tmp_path / "guard_home_c.py").write_text(REFERENCE.replace("x * factor", "x + factor"))
-    assert fingerprint.static_guard({"guard_home_a.scale"}) != fingerprint.static_guard({"guard_home_c.scale"})
+    monkeypatch.setattr(fingerprint, "OUR_MODULE_FOLDERS", (tmp_path,))
+    graph = fingerprint.static_call_graph("caller_of_guard_home_a", ["timed"])
+    assert set(graph) == {("caller_of_guard_home_a", "timed"), ("caller_of_guard_home_a", "OFFSET"),
+                          ("guard_home_a", "scale")}  # fmt: skip
+    guard = {home: fingerprint.static_call_graph_guard(f"caller_of_{home}", ["timed"]) for home in ("a", "b", "c")
+             for home in [f"guard_home_{home}"]}  # fmt: skip
+    assert guard["guard_home_a"] == guard["guard_home_b"] != guard["guard_home_c"]
 
 
 def test_the_cache_is_keyed_by_code_and_settings(tmp_path, monkeypatch):
@@ -87,10 +97,13 @@ FRESH = {
     # The likelihoods' MNIST part builds its first model before anything seeds it: the fingerprint fixes that seed.
     "likelihoods mnist": (["scripts/likelihood_experiments.py", "--parts", "mnist"], lambda printed: printed),
     "avb estimators": (["scripts/avb_experiments.py", "--parts", "estimators"], lambda printed: printed),
+    "iwae bounds": (["scripts/mc_samples_experiments.py", "--parts", "bounds"], lambda printed: printed),
 }
 
 
 def committed_fingerprint(part):
+    if part == "bounds":  # one record, a fingerprint per part
+        return json.loads((REPO_ROOT / "results" / "iwae" / "experiments.json").read_text())["fingerprint"][part]
     path = {"main_post": "vae/main_post", "mnist": "likelihoods/mnist", "estimators": "avb/estimators"}[part]
     return json.loads((REPO_ROOT / "results" / f"{path}.json").read_text())["fingerprint"]
 
@@ -130,6 +143,36 @@ def change_function(path, function, old, new):
     path.write_text(text[:start] + body.replace(old, new, 1) + text[end:])
 
 
+def move_function(root, listing, function, new_module):
+    """Move the top-level ``function`` of ``listing`` into a module of its own (with the listing's imports),
+    imported back by the listing."""
+    import ast
+
+    path = root / "listings" / "vae" / listing
+    text = path.read_text()
+    imports = [ast.get_source_segment(text, node) for node in ast.parse(text).body
+               if isinstance(node, (ast.Import, ast.ImportFrom))]  # fmt: skip
+    start = text.index(f"\ndef {function}(")
+    end = text.find("\n\n\n", start)
+    body = text[start:end]
+    (path.parent / f"{new_module}.py").write_text('"""Moved."""\n\n' + "\n".join(imports) + f"\n\n\n{body.lstrip()}\n")
+    text = text[:start] + text[end:]
+    first_import = text.index("\nimport ")
+    path.write_text(text[:first_import] + f"\nfrom {new_module} import {function}  # noqa: E402" + text[first_import:])
+
+
+def respell(root):
+    """Changes of spelling only: a docstring, ``ruff format`` at another line length, a function moved."""
+    change_function(root / "listings" / "vae" / "variational_autoencoder.py", "gaussian_kl_divergence", '"""',
+                    '"""Reworded. ')  # fmt: skip
+    move_function(root, "train.py", "check_intensities", "intensities")
+    move_function(root, "variational_autoencoder.py", "gaussian_kl_divergence", "kl_closed_form")
+    ruff = pathlib.Path(sys.executable).with_name("ruff")
+    formatted = subprocess.run([ruff, "format", "--line-length", "88", "--no-cache", root / "listings"], text=True,
+                               capture_output=True)  # fmt: skip
+    assert formatted.returncode == 0 and "reformatted" in formatted.stdout, formatted.stdout + formatted.stderr
+
+
 CHECKS = {
     "main post": ["scripts/train_main_post.py", "--check"],
     "avb estimators": ["scripts/avb_experiments.py", "--parts", "estimators", "--check"],
@@ -146,15 +189,18 @@ CHECKS = {
         (("variational_autoencoder.py", "gaussian_kl_divergence", "ops.sum(1.0 +", "ops.sum(1.5 +"), {"main post"}),
         # Two calls below the AVB MNIST rows (MonteCarloKL.log_posterior -> here); not used by the others.
         (("log_likelihood.py", "gaussian_log_density", "-0.5 * ops.sum(", "-0.51 * ops.sum("), {"avb mnist"}),
-        # A docstring changes no behaviour.
-        (("variational_autoencoder.py", "gaussian_kl_divergence", '"""', '"""Reworded. '), set()),
+        # No behaviour changes: a docstring, a formatter run over the listings, a function moved to a new module.
+        ("spelling", set()),
     ],
-    ids=["kl-two-calls-deep", "log-density-two-calls-deep", "docstring"],
+    ids=["kl-two-calls-deep", "log-density-two-calls-deep", "docstring-format-and-move"],
 )
 def test_a_change_in_behaviour_makes_exactly_the_records_that_use_it_stale(tmp_path, change, stale):
     root = repository_copy(tmp_path)
-    listing, function, old, new = change
-    change_function(root / "listings" / "vae" / listing, function, old, new)
+    if change == "spelling":
+        respell(root)
+    else:
+        listing, function, old, new = change
+        change_function(root / "listings" / "vae" / listing, function, old, new)
     env = {"MNIST_DIR": os.environ.get("MNIST_DIR", str(REPO_ROOT.parent / "shared" / "data" / "mnist"))}
     for name, command in CHECKS.items():
         if name == "avb mnist" and name not in stale:
@@ -164,6 +210,47 @@ def test_a_change_in_behaviour_makes_exactly_the_records_that_use_it_stale(tmp_p
             assert result.returncode == 1 and "behaviour:" in result.stderr, (name, result.stderr[-1000:])
         else:
             assert result.returncode == 0, (name, result.stderr[-1000:])
+
+
+def test_the_benchmark_guard_moves_with_the_timed_code_not_its_spelling(tmp_path):
+    """The benchmark's static call graph: a helper three calls below a worker (worker -> run_keras ->
+    train_vae -> monte_carlo_batches) moves it; a docstring, a formatter run and a moved function do not.
+    No PyTorch is imported: the call graph is read from the source."""
+    root = tmp_path / "repo"
+    for folder in ("listings", "scripts"):
+        shutil.copytree(REPO_ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO_ROOT / "results" / "performance", root / "results" / "performance")
+    check = [root / "scripts" / "benchmark.py", "--check"]
+    env = {"PYTHONPATH": ""}
+    assert run_python(check, env=env, cwd=root).returncode == 0
+    respell(root)
+    result = run_python(check, env=env, cwd=root)
+    assert result.returncode == 0, result.stderr[-1000:]
+    change_function(root / "listings" / "vae" / "train.py", "monte_carlo_batches", "seed=None", "seed=1")
+    result = run_python(check, env=env, cwd=root)
+    assert result.returncode == 1 and "behaviour:" in result.stderr, result.stderr[-1000:]
+
+
+@pytest.mark.slow
+def test_the_benchmark_call_graph_covers_every_function_a_timed_run_calls(monkeypatch):
+    """Traced: every configuration's worker (two epochs on the 1,000-image subset) calls nothing of ours outside the
+    static call graph the benchmark's guard hashes; and the check can fail: a graph from fewer entry points
+    misses functions the run calls."""
+    import benchmark
+
+    monkeypatch.setenv("MNIST_DIR", str(MNIST_SUBSET_DIR))
+    called = set()
+    for config in benchmark.config_names("784-256-2"):
+        if not config.startswith("torch"):
+            called |= fingerprint.trace_our_calls(benchmark.worker, config, "784-256-2", 2, 0.0)[1]
+    top_level = {name.split(".")[1] for name in called}
+
+    def names(entry_points):
+        return {name for _, name in fingerprint.static_call_graph("benchmark", entry_points)}
+
+    assert top_level - names(benchmark.TIMED_ENTRY_POINTS) == set()
+    assert "monte_carlo_batches" in top_level and "build_classic_vae" in top_level
+    assert top_level - names(["summarise"]), "a smaller graph must miss what the run calls"
 
 
 # Functions that write files or measure time, not the numbers a fingerprint holds.

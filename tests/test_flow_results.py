@@ -16,7 +16,15 @@ import flow_densities
 import flow_experiments
 import plot_flows
 import provenance
-from conftest import MNIST_SUBSET_DIR, REPO_ROOT, assert_parts_current, assert_settings_recorded, full_mnist, run_python
+from conftest import (
+    MNIST_SUBSET_DIR,
+    REPO_ROOT,
+    assert_figures_current,
+    assert_parts_current,
+    assert_settings_recorded,
+    full_mnist,
+    run_python,
+)
 
 RESULTS = flow_experiments.OUTPUT_DIR
 
@@ -149,9 +157,4 @@ def test_a_changed_flow_layer_moves_the_fingerprint_of_the_toy_part(monkeypatch,
 
 @pytest.mark.slow
 def test_flow_figures_redraw_from_the_committed_results(tmp_path):
-    result = run_python(["scripts/plot_flows.py", "--output-dir", tmp_path])
-    assert result.returncode == 0, result.stderr[-2000:]
-    committed = provenance.read_record(plot_flows.OUTPUT_DIR / plot_flows.RECORD_NAME)
-    assert not provenance.stale_inputs(committed, provenance.read_record(tmp_path / plot_flows.RECORD_NAME)["inputs"])
-    for name in plot_flows.FIGURES:
-        assert (tmp_path / name).read_bytes() == (plot_flows.OUTPUT_DIR / name).read_bytes(), f"{name}: run make site"
+    assert_figures_current("scripts/plot_flows.py", plot_flows.OUTPUT_DIR, plot_flows.FIGURES, tmp_path)

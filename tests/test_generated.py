@@ -7,26 +7,22 @@ from the committed model into a temporary folder and compared.
 
 import json
 
-import numpy as np
 import pytest
 
+import make_diagrams
 import plot_benchmark
 import plot_main_post
 import provenance
 import train_main_post
-from conftest import MNIST_SUBSET_DIR, REPO_ROOT, full_mnist, run_python
+from conftest import MNIST_SUBSET_DIR, REPO_ROOT, assert_figures_current, full_mnist, run_python
 
 IMAGES = REPO_ROOT / "images" / "vae"
 RESULTS = REPO_ROOT / "results" / "vae"
 
 
 def test_diagrams_are_byte_identical_to_a_fresh_drawing(tmp_path):
-    result = run_python(["scripts/make_diagrams.py", "--output-dir", tmp_path])
-    assert result.returncode == 0, result.stderr[-2000:]
-    for name in ("reparameterization", "reparameterization_shapes", "encoder", "decoder", "vae"):
-        fresh, committed = (tmp_path / f"{name}.svg").read_bytes(), (IMAGES / f"{name}.svg").read_bytes()
-        assert fresh == committed, f"images/vae/{name}.svg is stale: run make site"
-    assert json.loads((tmp_path / "diagrams.json").read_text()) == json.loads((IMAGES / "diagrams.json").read_text())
+    diagrams = [f"{name}.svg" for name in make_diagrams.DIAGRAMS]
+    assert_figures_current("scripts/make_diagrams.py", IMAGES, diagrams, tmp_path, record_name="diagrams.json")
 
 
 def test_diagrams_show_the_mc_axis():
@@ -44,13 +40,6 @@ def test_results_record_matches_its_inputs():
     assert result.returncode == 0, f"results/vae is stale, run make site: {result.stderr.strip()[-500:]}"
 
 
-@full_mnist
-def test_figures_record_matches_its_inputs():
-    record = provenance.read_record(IMAGES / "figures.json")
-    stale = provenance.stale_inputs(record, plot_main_post.current_inputs(RESULTS))
-    assert not stale, f"images/vae figures are stale ({stale}): run make site"
-
-
 def test_results_record_is_consistent():
     record = json.loads((RESULTS / "main_post.json").read_text())
     history = json.loads((RESULTS / "history.json").read_text())
@@ -66,16 +55,8 @@ def test_results_record_is_consistent():
 
 @full_mnist
 def test_figures_redraw_from_committed_model(tmp_path):
-    result = run_python(["scripts/plot_main_post.py", "--output-dir", tmp_path])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "loss_curve.svg").read_bytes() == (IMAGES / "loss_curve.svg").read_bytes()
-    import matplotlib.image
-
-    for name in ("latent_space.png", "manifold.png", "lead.png"):
-        fresh, committed = (matplotlib.image.imread(path / name) for path in (tmp_path, IMAGES))
-        assert fresh.shape == committed.shape, name
-        # Bitwise equal on the same machine; allow a few anti-aliased pixels elsewhere.
-        assert np.mean(np.abs(fresh - committed) > 0.1) < 0.001, f"images/vae/{name} does not match the model"
+    figures = plot_main_post.FIGURES
+    assert_figures_current("scripts/plot_main_post.py", IMAGES, figures, tmp_path, same_bytes=["loss_curve.svg"])
 
 
 @pytest.mark.slow
@@ -113,9 +94,5 @@ def test_benchmark_results_match_the_timed_code():
 
 
 def test_benchmark_chart_redraws_from_the_committed_results(tmp_path):
-    record = provenance.read_record(plot_benchmark.OUTPUT_DIR / plot_benchmark.RECORD_NAME)
-    assert not provenance.stale_inputs(record, plot_benchmark.current_inputs(plot_benchmark.RESULTS))
-    result = run_python(["scripts/plot_benchmark.py", "--output-dir", tmp_path])
-    assert result.returncode == 0, result.stderr[-2000:]
-    fresh = (tmp_path / plot_benchmark.FIGURE).read_bytes()
-    assert fresh == (plot_benchmark.OUTPUT_DIR / plot_benchmark.FIGURE).read_bytes(), "run make site"
+    output_dir, figures = plot_benchmark.OUTPUT_DIR, [plot_benchmark.FIGURE]
+    assert_figures_current("scripts/plot_benchmark.py", output_dir, figures, tmp_path)

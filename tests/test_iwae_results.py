@@ -14,7 +14,7 @@ import mc_samples_experiments
 import plot_iwae
 import provenance
 import train_iwae_table
-from conftest import MNIST_SUBSET_DIR, full_mnist, run_python
+from conftest import MNIST_SUBSET_DIR, assert_figures_current, full_mnist, run_python
 
 TABLE = train_iwae_table.OUTPUT_DIR / train_iwae_table.RECORD_NAME
 
@@ -116,12 +116,7 @@ def test_elbo_gradient_variance_falls_as_one_over_s():
 
 
 def test_iwae_figures_redraw_from_the_committed_measurements(tmp_path):
-    record = provenance.read_record(plot_iwae.OUTPUT_DIR / plot_iwae.RECORD_NAME)
-    assert not provenance.stale_inputs(record, plot_iwae.current_inputs(plot_iwae.EXPERIMENTS)), "run make site"
-    result = run_python(["scripts/plot_iwae.py", "--output-dir", tmp_path])
-    assert result.returncode == 0, result.stderr[-2000:]
-    for name in plot_iwae.FIGURES:
-        assert (tmp_path / name).read_bytes() == (plot_iwae.OUTPUT_DIR / name).read_bytes(), f"{name}: run make site"
+    assert_figures_current("scripts/plot_iwae.py", plot_iwae.OUTPUT_DIR, plot_iwae.FIGURES, tmp_path)
 
 
 @pytest.mark.slow

@@ -16,7 +16,14 @@ import pytest
 import likelihood_experiments
 import plot_likelihoods
 import provenance
-from conftest import MNIST_SUBSET_DIR, assert_parts_current, assert_settings_recorded, full_mnist, run_python
+from conftest import (
+    MNIST_SUBSET_DIR,
+    assert_figures_current,
+    assert_parts_current,
+    assert_settings_recorded,
+    full_mnist,
+    run_python,
+)
 
 RESULTS = likelihood_experiments.OUTPUT_DIR
 
@@ -166,9 +173,6 @@ def test_a_changed_likelihood_moves_the_fingerprint_of_the_regression_part(monke
 
 
 def test_likelihood_figures_redraw_from_the_committed_results(tmp_path):
-    result = run_python(["scripts/plot_likelihoods.py", "--output-dir", tmp_path])
-    assert result.returncode == 0, result.stderr[-2000:]
-    committed = provenance.read_record(plot_likelihoods.OUTPUT_DIR / "figures.json")
-    assert not provenance.stale_inputs(committed, provenance.read_record(tmp_path / "figures.json")["inputs"])
-    for name in plot_likelihoods.FIGURES:
-        assert (tmp_path / name).read_bytes() == (plot_likelihoods.OUTPUT_DIR / name).read_bytes(), f"{name}: make site"
+    assert_figures_current(
+        "scripts/plot_likelihoods.py", plot_likelihoods.OUTPUT_DIR, plot_likelihoods.FIGURES, tmp_path
+    )

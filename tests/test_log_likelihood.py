@@ -139,7 +139,14 @@ def test_importance_weighted_bound_is_above_the_elbo_and_grows_with_k(mnist_subs
 
 
 def test_samples_per_chunk_respects_the_budget():
-    assert samples_per_chunk(batch_size=100, num_samples=5000, floats_per_sample=1184, budget_bytes=1 << 30) == 566
+    """The chunk is the largest whose working set (four float32 copies of the per-sample tensors) fits the
+    budget: it scales with the budget, falls with the batch size, and never exceeds the samples asked for."""
+    floats, batch, budget = 1184, 100, 1 << 30
+    chunk = samples_per_chunk(batch_size=batch, num_samples=5000, floats_per_sample=floats, budget_bytes=budget)
+    working_set = 4 * 4 * floats * batch  # bytes per sample of the chunk
+    assert chunk * working_set <= budget < (chunk + 1) * working_set
+    assert abs(samples_per_chunk(batch, 5000, floats, 2 * budget) - 2 * chunk) <= 1
+    assert abs(samples_per_chunk(2 * batch, 5000, floats, budget) - chunk // 2) <= 1
     assert samples_per_chunk(100, 10, 1184) == 10
     with pytest.raises(ValueError, match="smaller `batch_size`"):
         samples_per_chunk(batch_size=10**6, num_samples=5, floats_per_sample=10**4, budget_bytes=1 << 20)
