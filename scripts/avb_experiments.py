@@ -35,9 +35,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 import provenance  # noqa: E402
-from mnist_data import MNISTError  # noqa: E402
 
 OUTPUT_DIR = REPO_ROOT / "results" / "avb"
+# The parts that read MNIST (their records hash the data files).
+MNIST_PARTS = ("mnist",)
 PARTS = ("estimators", "toy", "mnist")
 GAUSSIAN_PAIRS = {
     "near-2d": {"mean": [1.0, -0.5], "log_var": [-1.0, 0.5]},
@@ -95,87 +96,6 @@ QUICK = {
 }  # fmt: skip
 # The fingerprints (fingerprint.py): the quick runs, with every pair of Gaussians the full settings use.
 FINGERPRINT = {**QUICK, "estimators": {**QUICK["estimators"], "pairs": GAUSSIAN_PAIRS}}
-DEFINITIONS = {
-    "variational_autoencoder": [
-        "check_positive_int",
-        "gaussian_kl_divergence",
-        "BernoulliNegativeLogLikelihood",
-        "hidden_name",
-        "build_encoder",
-        "build_decoder",
-        "reparameterize",
-        "build_vae",
-    ],
-    "train": ["check_intensities", "binarize_once", "monte_carlo_batches"],
-    "epoch_timer": ["make_epoch_timer"],
-    "log_likelihood": [
-        "gaussian_log_density",
-        "log_importance_weights",
-        "samples_per_chunk",
-        "importance_sampled_log_likelihood",
-        "_logsumexp",
-        "vae_parts",
-        "vae_log_likelihood",
-    ],
-    "importance_weighted": ["log_density_ratio"],
-    "kl_divergence": [
-        "ESTIMATORS",
-        "ADVERSARIAL_ESTIMATORS",
-        "KLDivergence",
-        "ClosedFormKL",
-        "MonteCarloKL",
-        "AdversarialKL",
-        "AdaptiveContrastKL",
-        "standardise",
-        "check_contrast_samples",
-        "check_discriminator",
-        "BroadcastToSamples",
-        "build_discriminator",
-        "discriminator_loss",
-        "make_kl_layer",
-    ],
-    "avb": [
-        "POSTERIORS",
-        "AVB_DEFAULTS",
-        "check_estimator",
-        "build_implicit_encoder",
-        "build_kl_vae",
-        "kl_vae_batches",
-        "train_kl_vae",
-        "kl_vae_parts",
-        "evaluate_kl_vae",
-        "sample_gaussian",
-    ],
-}
-# What each part runs: the shared listings' definitions above, plus its own.
-PART_DEFINITIONS = {
-    "estimators": {
-        "kl_divergence": DEFINITIONS["kl_divergence"],
-        "variational_autoencoder": ["check_positive_int"],
-        "avb_experiments": ["numpy_gaussian_kl", "density_ratio_model", "estimators", "estimate_pair"],
-    },
-    "toy": {
-        **{module: names for module, names in DEFINITIONS.items() if module != "epoch_timer"},
-        "avb_experiments": ["prior_log_likelihood", "toy", "fresh_copy"],
-    },
-    "mnist": {**DEFINITIONS, "avb_experiments": ["fresh_copy", "gaussian_copy", "mnist"]},
-}
-
-
-def data_inputs(part, settings):
-    """What a part depends on besides the behaviour of the code: its settings and, for mnist, the data."""
-    paths = provenance.mnist_data_files() if part == "mnist" else []
-    return provenance.input_hashes(paths, settings[part])
-
-
-def current_inputs(part, settings):
-    """The source hashes the records were made with (kept to check ``--restamp``)."""
-    paths = []
-    if part == "mnist":
-        paths = [REPO_ROOT / "listings" / "vae" / "mnist_data.py", *provenance.mnist_data_files()]
-    hashes = provenance.input_hashes(paths, settings[part])
-    modules = {"avb_experiments": sys.modules[__name__]}
-    return {**hashes, **provenance.definition_hashes(PART_DEFINITIONS[part], modules)}
 
 
 def numpy_gaussian_kl(mean, log_var):
@@ -401,19 +321,7 @@ def run_part(part, settings, output_dir):
 
 
 def main(argv=None):
-    return provenance.run_parts(
-        __doc__,
-        PARTS,
-        OUTPUT_DIR,
-        SETTINGS,
-        QUICK,
-        current_inputs,
-        run_part,
-        argv,
-        errors=(MNISTError,),
-        data_inputs=data_inputs,
-        fingerprint_settings=FINGERPRINT,
-    )
+    return provenance.run_experiments(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

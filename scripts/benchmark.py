@@ -65,54 +65,6 @@ ARCHITECTURES = {
 # [end architectures]
 BATCH_SIZE = 100
 LEARNING_RATE = 1e-3
-# The code that is timed: a change to any of it makes the results stale.
-# Whole files where everything in them runs; single definitions where a file
-# also holds code the benchmark never runs (so that, say, a new loss for a
-# later post does not invalidate these timings, but a change to the training
-# core does).
-TIMED_FILES = [
-    REPO_ROOT / "scripts" / "epoch_timer.py",
-    REPO_ROOT / "scripts" / "torch_reference.py",
-    REPO_ROOT / "listings" / "vae" / "variational_autoencoder_classic.py",
-]
-TIMED_DEFINITIONS = {
-    "train": ["DEFAULTS", "check_intensities", "binarize_once", "monte_carlo_batches", "train_vae"],
-    "variational_autoencoder": [
-        "check_positive_int",
-        "gaussian_kl_divergence",
-        "KLDivergenceLayer",
-        "BernoulliNegativeLogLikelihood",
-        "hidden_name",
-        "build_encoder",
-        "build_decoder",
-        "reparameterize",
-        "build_vae",
-    ],
-    "benchmark": [
-        "ARCHITECTURES",
-        "BATCH_SIZE",
-        "LEARNING_RATE",
-        "OURS",
-        "PIPELINE",
-        "TARGETS",
-        "config_names",
-        "make_cpu_timer",
-        "run_pipeline",
-        "run_keras",
-        "run_step_only",
-        "run_torch",
-        "worker",
-        "measure",
-        "summarise",
-        "dense_layers",
-        "matmul_shapes",
-        "training_step_flops",
-        "numpy_matmul_seconds",
-        "machine_limit",
-        "ratios",
-        "verdicts",
-    ],
-}
 # [start targets]
 # The issue's targets: (ratio, comparison, bound).
 TARGETS = [
@@ -533,14 +485,6 @@ def stale_reasons(record):
     return stale or provenance.moved_behaviour(record, timed_code_guard())
 
 
-def current_inputs(settings):
-    """The source hashes the record was made with (kept to check ``--restamp``)."""
-    import provenance
-
-    hashes = provenance.input_hashes(TIMED_FILES, settings)
-    return {**hashes, **provenance.definition_hashes(TIMED_DEFINITIONS, {"benchmark": sys.modules[__name__]})}
-
-
 def versions():
     import keras
     import numpy as np
@@ -580,9 +524,6 @@ def main(argv=None):
         action="store_true",
         help="run nothing; exit 1 if the results file's record does not match the timed code and settings",
     )
-    parser.add_argument(
-        "--restamp", action="store_true", help="add the static guard to a record made by today's code (no rerun)"
-    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--architecture", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -594,24 +535,12 @@ def main(argv=None):
     if args.repeats < 1 or args.num_epochs < 2:
         parser.exit(2, f"{parser.prog}: error: Expected --repeats >= 1 and --num-epochs >= 2. Received: "
                     f"repeats={args.repeats}, num_epochs={args.num_epochs}\n")  # fmt: skip
-    if args.check or args.restamp:
-        import fingerprint
+    if args.check:
         import provenance
 
         record = provenance.read_record(args.output)
         if record is None:
             parser.exit(1, f"{parser.prog}: {args.output} not found: run scripts/benchmark.py\n")
-        if args.restamp:
-            changed = provenance.stale_inputs(record, current_inputs(record["settings"]))
-            if changed:
-                parser.exit(2, f"{parser.prog}: error: made by other code ({', '.join(changed[:3])}); rerun it\n")
-            record["inputs"] = settings_inputs(record["settings"])
-            record["fingerprint"] = timed_code_guard()
-            record["commit"] = fingerprint.last_commit_of(args.output)
-            record["fingerprint_commit"] = fingerprint.git_commit()
-            provenance.write_record(args.output, record)
-            print(f"{args.output}: static guard added")
-            return 0
         # The check compares the code, and the settings the record was made with.
         stale = stale_reasons(record)
         if stale:

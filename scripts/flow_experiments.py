@@ -32,9 +32,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import provenance  # noqa: E402
-from mnist_data import MNISTError  # noqa: E402
 
 OUTPUT_DIR = REPO_ROOT / "results" / "flows"
+# The parts that read MNIST (their records hash the data files).
+MNIST_PARTS = ("mnist", "cost")
+# Parts that measure speed: their fingerprint is the static guard of the code they can run.
+TIMING_PARTS = ("cost",)
 PARTS = ("toy", "mnist", "cost")
 SETTINGS = {
     "toy": {
@@ -87,86 +90,6 @@ FINGERPRINT = {
     "mnist": {**QUICK["mnist"], "rows": SETTINGS["mnist"]["rows"], "num_train": 100},
     "cost": {**QUICK["cost"], "flows": {"planar": [0, 2], "iaf": [1]}, "num_train": 100},
 }
-DEFINITIONS = {
-    "variational_autoencoder": [
-        "PACKAGE",
-        "check_positive_int",
-        "BernoulliNegativeLogLikelihood",
-        "hidden_name",
-        "build_encoder",
-        "build_decoder",
-        "reparameterize",
-    ],
-    "flows": [
-        "FLOWS",
-        "check_num_flows",
-        "check_flow_kind",
-        "check_finite",
-        "check_z_shape",
-        "PlanarFlow",
-        "made_degrees",
-        "MaskedDense",
-        "InverseAutoregressiveFlow",
-        "SumLogDets",
-        "build_flow",
-    ],
-}
-VAE_DEFINITIONS = {
-    "train": ["check_intensities", "binarize_once", "monte_carlo_batches"],
-    "importance_weighted": ["IWAE_DEFAULTS", "paper_schedule", "log_density_ratio"],
-    "kl_divergence": ["KLDivergence", "MonteCarloKL"],
-    "log_likelihood": [
-        "gaussian_log_density",
-        "log_importance_weights",
-        "samples_per_chunk",
-        "importance_sampled_log_likelihood",
-        "_logsumexp",
-    ],
-    "flows": ["FlowKL", "FLOW_DEFAULTS", "build_flow_vae", "flow_vae_parts", "train_flow_vae"],
-    "epoch_timer": ["make_epoch_timer"],
-}
-
-
-def merge(*definitions):
-    """``{module: [name, ...]}`` dicts joined, the lists of a module concatenated."""
-    merged = {}
-    for item in definitions:
-        for module, names in item.items():
-            merged.setdefault(module, []).extend(name for name in names if name not in merged.get(module, []))
-    return merged
-
-
-# What each part runs: the definitions above, plus its own.
-PART_DEFINITIONS = {
-    "toy": merge(DEFINITIONS, {
-        "log_likelihood": ["gaussian_log_density"],
-        "flow_densities": [
-            "TARGETS", "BOX", "WALL_SCALE", "potential", "ReverseKL", "Anneal", "build_density_fit", "fit_flow",
-            "flow_samples", "log_normaliser", "reverse_kl",
-        ],
-        "flow_experiments": ["toy"],
-    }),
-    "mnist": merge(DEFINITIONS, VAE_DEFINITIONS, {
-        "flows": ["flow_log_likelihood"], "flow_experiments": ["PAPER_TEST_NLL", "fresh_copy", "mnist"],
-    }),
-    "cost": merge(DEFINITIONS, VAE_DEFINITIONS, {"flow_experiments": ["cost"]}),
-}  # fmt: skip
-
-
-def data_inputs(part, settings):
-    """What a part depends on besides the behaviour of the code: its settings and, for MNIST parts, the data."""
-    paths = provenance.mnist_data_files() if part in ("mnist", "cost") else []
-    return provenance.input_hashes(paths, settings[part])
-
-
-def current_inputs(part, settings):
-    """The source hashes the records were made with (kept to check ``--restamp``)."""
-    paths = []
-    if part in ("mnist", "cost"):
-        paths = [REPO_ROOT / "listings" / "vae" / "mnist_data.py", *provenance.mnist_data_files()]
-    hashes = provenance.input_hashes(paths, settings[part])
-    modules = {"flow_experiments": sys.modules[__name__]}
-    return {**hashes, **provenance.definition_hashes(PART_DEFINITIONS[part], modules)}
 
 
 def toy(settings, output_dir):
@@ -308,20 +231,7 @@ def run_part(part, settings, output_dir):
 
 
 def main(argv=None):
-    return provenance.run_parts(
-        __doc__,
-        PARTS,
-        OUTPUT_DIR,
-        SETTINGS,
-        QUICK,
-        current_inputs,
-        run_part,
-        argv,
-        errors=(MNISTError,),
-        data_inputs=data_inputs,
-        timing_parts=("cost",),
-        fingerprint_settings=FINGERPRINT,
-    )
+    return provenance.run_experiments(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

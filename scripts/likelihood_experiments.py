@@ -36,9 +36,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import provenance  # noqa: E402
-from mnist_data import MNISTError  # noqa: E402
 
 OUTPUT_DIR = REPO_ROOT / "results" / "likelihoods"
+# The parts that read MNIST (their records hash the data files).
+MNIST_PARTS = ("mnist",)
 PARTS = ("mnist", "regression", "classification")
 MNIST_HEADS = {
     "bernoulli": {"likelihood": "bernoulli", "heteroscedastic": False},
@@ -88,39 +89,6 @@ COMMON = {
     "likelihoods": LIKELIHOODS,
     "skeleton": SKELETON,
 }  # fmt: skip
-PART_DEFINITIONS = {
-    "mnist": {
-        **COMMON,
-        "variational_autoencoder": [*COMMON["variational_autoencoder"], "build_encoder"],
-        "likelihoods": [*LIKELIHOODS, "continuous_bernoulli_mean", "sample_from"],
-        "skeleton": [*SKELETON, "log_likelihood"],
-        "log_likelihood": ["gaussian_log_density", "log_importance_weights", "samples_per_chunk",
-                           "importance_sampled_log_likelihood", "_logsumexp"],
-        "importance_weighted": ["log_density_ratio"],
-        "train": ["DEFAULTS"],
-        "likelihood_experiments": ["bits_per_dim", "head_model", "mnist"],
-    },
-    "regression": {**COMMON, "skeleton": [*SKELETON, "load_task", "build_task_model"],
-                   "likelihood_experiments": ["level_key", "central_intervals", "exact_posterior", "regression"]},
-    "classification": {**COMMON, "skeleton": [*SKELETON, "load_task", "build_task_model"],
-                       "likelihood_experiments": ["reliability", "classification"]},
-}  # fmt: skip
-
-
-def data_inputs(part, settings):
-    """What a part depends on besides the behaviour of the code: its settings and, for MNIST parts, the data."""
-    paths = provenance.mnist_data_files() if part in ("mnist",) else []
-    return provenance.input_hashes(paths, settings[part])
-
-
-def current_inputs(part, settings):
-    """The source hashes the records were made with (kept to check ``--restamp``)."""
-    paths = []
-    if part == "mnist":
-        paths = [REPO_ROOT / "listings" / "vae" / "mnist_data.py", *provenance.mnist_data_files()]
-    hashes = provenance.input_hashes(paths, settings[part])
-    modules = {"likelihood_experiments": sys.modules[__name__]}
-    return {**hashes, **provenance.definition_hashes(PART_DEFINITIONS[part], modules)}
 
 
 def bits_per_dim(nll_nats, dim):
@@ -371,19 +339,7 @@ def run_part(part, settings, output_dir):
 
 
 def main(argv=None):
-    return provenance.run_parts(
-        __doc__,
-        PARTS,
-        OUTPUT_DIR,
-        SETTINGS,
-        QUICK,
-        current_inputs,
-        run_part,
-        argv,
-        errors=(MNISTError,),
-        data_inputs=data_inputs,
-        fingerprint_settings=FINGERPRINT,
-    )
+    return provenance.run_experiments(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

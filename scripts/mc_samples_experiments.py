@@ -84,47 +84,6 @@ QUICK = {
     "seed": 0,
     "test_binarization_seed": 1,
 }
-DEFINITIONS = {
-    "variational_autoencoder": [
-        "check_positive_int",
-        "BernoulliNegativeLogLikelihood",
-        "hidden_name",
-        "build_encoder",
-        "build_decoder",
-        "reparameterize",
-    ],
-    "train": ["check_intensities", "binarize_once", "monte_carlo_batches"],
-    "epoch_timer": ["make_epoch_timer"],
-    "importance_weighted": [
-        "OBJECTIVES",
-        "check_objective",
-        "IWAE_DEFAULTS",
-        "log_mean_exp",
-        "log_density_ratio",
-        "bernoulli_log_weights",
-        "bound_from_log_weights",
-        "LogDensityRatio",
-        "NegativeBound",
-        "BoundModel",
-        "build_bound_vae",
-        "paper_schedule",
-        "train_bound_vae",
-    ],
-    "log_likelihood": ["log_importance_weights"],
-    "mc_samples_experiments": [
-        "_fresh_parts",
-        "load_row",
-        "copy_into",
-        "compile_bound",
-        "gradient_variance",
-        "train_for",
-        "negative_elbo",
-        "grid",
-        "bounds",
-        "reconstructions",
-        "cost",
-    ],
-}
 
 
 def input_files(table_dir):
@@ -140,14 +99,6 @@ def input_files(table_dir):
 def data_inputs(settings, table_dir):
     """What the record depends on besides the behaviour of the code: data, trained rows, settings."""
     return provenance.input_hashes(input_files(table_dir), settings)
-
-
-def current_inputs(settings, table_dir):
-    """The source hashes the record was made with (kept to check ``--restamp``)."""
-    loader = REPO_ROOT / "listings" / "vae" / "mnist_data.py"
-    hashes = provenance.input_hashes([loader, *input_files(table_dir)], settings)
-    modules = {"mc_samples_experiments": sys.modules[__name__]}
-    return {**hashes, **provenance.definition_hashes(DEFINITIONS, modules)}
 
 
 def run_part(part, settings, table_dir):
@@ -193,7 +144,7 @@ def stale_parts(record, inputs, table_dir, parts=PARTS):
         if changed:
             stale[part] = changed
         elif part not in record.get("fingerprint", {}):
-            stale[part] = ["fingerprint missing (run with --restamp, or rerun)"]
+            stale[part] = ["fingerprint missing (rerun)"]
         else:
             stale[part] = provenance.moved_behaviour(
                 {"fingerprint": record["fingerprint"][part]}, fingerprint_of(part, table_dir)
@@ -444,23 +395,6 @@ def cost(settings, x_train, seed):
     return results
 
 
-def restamp(record_path, settings, table_dir):
-    """Add fingerprints to a record made by today's code (checked by its source hashes), without rerunning."""
-    record = provenance.read_record(record_path)
-    if record is None:
-        return f"no record {record_path}"
-    changed = provenance.stale_inputs(record, current_inputs(settings, table_dir))
-    if changed:
-        return f"{record_path} was made by other code ({', '.join(changed[:3])}); rerun it"
-    record["inputs"] = data_inputs(settings, table_dir)
-    record["fingerprint"] = {part: fingerprint_of(part, table_dir) for part in PARTS}
-    commit = fingerprint.last_commit_of(record_path)
-    record["commit"] = dict.fromkeys(PARTS, commit)
-    record["fingerprint_commit"] = dict.fromkeys(PARTS, fingerprint.git_commit())
-    provenance.write_record(record_path, record)
-    return None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table-dir", default=str(TABLE_DIR), help="trained rows (default: results/iwae)")
@@ -469,9 +403,6 @@ def main(argv=None):
     parser.add_argument("--if-stale", action="store_true", help="rerun only the parts that are stale")
     parser.add_argument("--check", action="store_true", help="exit 1 when a part does not match its inputs")
     parser.add_argument("--quick", action="store_true", help="tiny settings, for tests")
-    parser.add_argument(
-        "--restamp", action="store_true", help="add fingerprints to a record made by today's code (no rerun)"
-    )
     parser.add_argument(
         "--print-fingerprint", action="store_true", help="compute today's fingerprints afresh (no cache); print them"
     )
@@ -487,12 +418,6 @@ def main(argv=None):
         if args.print_fingerprint:
             fingerprint.CACHE_DIR = pathlib.Path(tempfile.mkdtemp())  # afresh: nothing read from, or left in, the cache
             print(json.dumps({part: fingerprint_of(part, args.table_dir) for part in chosen}, sort_keys=True))
-            return 0
-        if args.restamp:
-            refused = restamp(pathlib.Path(args.output), settings, args.table_dir)
-            if refused:
-                parser.exit(2, f"{parser.prog}: error: {refused}\n")
-            print(f"{args.output}: fingerprints added")
             return 0
         inputs = data_inputs(settings, args.table_dir)
         record = provenance.read_record(args.output)

@@ -59,15 +59,12 @@ def posterior_samples(vae, x, num_samples, seed):
     import numpy as np
     from keras import ops
 
-    from avb import kl_vae_parts, sample_gaussian
+    from avb import kl_vae_parts, posterior_sample
 
     encoder, _, decoder = kl_vae_parts(vae)
     latent_dim = decoder.inputs[0].shape[-1]
     eps = np.random.default_rng(seed).standard_normal((len(x), num_samples, latent_dim)).astype("float32")
-    if len(encoder.inputs) == 2:
-        return ops.convert_to_numpy(encoder([x, eps]))
-    z_mean, z_log_var = encoder(x)
-    return ops.convert_to_numpy(sample_gaussian(z_mean, z_log_var, eps))
+    return ops.convert_to_numpy(posterior_sample(encoder, x, eps)[0])
 
 
 def plot_toy(results_dir, toy, path):

@@ -1,10 +1,11 @@
 """Records of where generated files came from, and the check that they are current.
 
 Every script that writes something the site shows (results, figures, diagrams)
-writes a JSON record with the SHA-256 of each input file and of its settings.
-`is_current()` tells whether the record still matches the inputs, so `make site`
-regenerates only what is stale and a test can fail when a committed output was
-not regenerated after its inputs changed.
+writes a JSON record with the SHA-256 of its settings and data files, the
+commit, and a fingerprint of the code that made it (``fingerprint.py``). A
+record is stale when an input changes or today's code behaves otherwise, so
+``make site`` regenerates only what is stale and a test fails when a committed
+output was not regenerated after its code or inputs changed.
 """
 
 import hashlib
@@ -38,36 +39,6 @@ def input_hashes(paths, settings):
             key = path.name
         hashes[key] = file_sha256(path)
     hashes["settings"] = settings_sha256(settings)
-    return hashes
-
-
-def definition_source(module, name):
-    """The source of a function or class, or the JSON of a constant."""
-    import inspect
-
-    value = getattr(module, name)
-    if inspect.isfunction(value) or inspect.isclass(value):
-        return inspect.getsource(value)
-    return json.dumps(value, sort_keys=True)
-
-
-def definition_hashes(definitions, modules=None):
-    """SHA-256 of named definitions, keyed ``module.name``, for ``{module_name: [name, ...]}``.
-
-    Modules are imported by name unless ``modules`` maps the name to one
-    (a script run as ``__main__``). Hashing the definitions a result depends
-    on, rather than whole files, lets a docstring or a command-line option
-    elsewhere in a listing change without making hours of committed training
-    runs stale.
-    """
-    import importlib
-
-    modules = modules or {}
-    hashes = {}
-    for module_name, names in definitions.items():
-        module = modules.get(module_name) or importlib.import_module(module_name)
-        for name in names:
-            hashes[f"{module_name}.{name}"] = hashlib.sha256(definition_source(module, name).encode()).hexdigest()
     return hashes
 
 
@@ -184,64 +155,53 @@ def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra
 FINGERPRINT_MNIST_DIR = REPO_ROOT / "tests" / "data" / "mnist"
 
 
-def run_parts(
-    description,
-    parts,
-    output_dir,
-    settings,
-    quick,
-    current_inputs,
-    run_part,
-    argv=None,
-    errors=(),
-    data_inputs=None,
-    timing_parts=(),
-    fingerprint_settings=None,
-):
+def experiment_inputs(module, part, settings):
+    """What a part depends on besides the behaviour of its code: its settings and, for the parts in
+    ``module.MNIST_PARTS``, the MNIST files (MNISTError when one is missing)."""
+    paths = mnist_data_files() if part in getattr(module, "MNIST_PARTS", ()) else []
+    return input_hashes(paths, settings[part])
+
+
+def run_experiments(module, argv=None):
     """The command line of a script that writes one record per part (``avb_experiments.py``, ...).
 
-    Options ``--parts``, ``--output-dir``, ``--if-stale``, ``--check`` and
-    ``--quick`` (``quick`` settings, refused over the committed ``output_dir``).
-    ``current_inputs(part, settings)`` hashes a part's inputs (it may raise one
-    of ``errors``, reported in one line); ``run_part(part, settings, output_dir)``
-    computes its results, written as ``<output_dir>/<part>.json`` with the
-    settings, wall time, versions, machine and input hashes. Returns the exit code.
+    ``module`` (the script) defines ``PARTS``, ``OUTPUT_DIR`` (the committed
+    records), ``SETTINGS`` and ``QUICK`` (per part), ``FINGERPRINT`` (tiny
+    settings per part that reach every row, head and target the full ones
+    reach), ``MNIST_PARTS`` (the parts that read MNIST), ``TIMING_PARTS``
+    (parts that measure speed) and ``run_part(part, settings, output_dir)``,
+    which computes a part's results.
 
-    With ``data_inputs(part, settings)`` (the hashes of the data and the
-    settings only), records check behaviour instead of source text: each
-    stores the fingerprint of ``run_part`` at the quick settings
-    (``part_fingerprint``) and the commit it was made at, and is stale when
-    ``data_inputs`` change or today's fingerprint is not close to the stored
-    one. ``--restamp`` adds the fingerprint to records that ``current_inputs``
-    (the source hashes they were made with) still finds current, without
-    rerunning them. Parts in ``timing_parts`` measure speed: their
-    fingerprint is the static guard of the code they can run (from the
-    function named like the part). The fingerprints
-    run at ``fingerprint_settings`` (default: ``quick``), which must reach
-    every row, head and target the full settings reach.
+    Options ``--parts``, ``--output-dir``, ``--if-stale``, ``--check``,
+    ``--quick`` (the quick settings, refused over the committed records) and
+    ``--print-fingerprint``. Each part is written to ``<output_dir>/<part>.json``
+    with its settings, wall time, versions, machine, input hashes
+    (``experiment_inputs``), commit and fingerprint (``part_fingerprint``: the
+    part's own run at the ``FINGERPRINT`` settings; for a timing part, the
+    static guard of the code it can run). A record is stale when its inputs
+    change or today's fingerprint is not close to the stored one. Returns the
+    exit code.
     """
     import argparse
     import platform
     import time
 
-    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
-    default_dir = pathlib.Path(output_dir)
+    from mnist_data import MNISTError
+
+    parts, run_part, tiny = module.PARTS, module.run_part, module.FINGERPRINT
+    timing_parts = getattr(module, "TIMING_PARTS", ())
+    parser = argparse.ArgumentParser(description=module.__doc__.split("\n\n")[0])
+    default_dir = pathlib.Path(module.OUTPUT_DIR)
     parser.add_argument("--parts", default=",".join(parts), help="comma-separated parts (default: all)")
     parser.add_argument(
-        "--output-dir", default=str(default_dir), help=f"where to write (default: {default_dir.relative_to(REPO_ROOT)})"
+        "--output-dir", default=str(default_dir), help=f"where to write (default: {_shown(default_dir)})"
     )
     parser.add_argument("--if-stale", action="store_true", help="run only the parts whose inputs changed")
     parser.add_argument("--check", action="store_true", help="exit 1 when a record does not match its inputs")
     parser.add_argument("--quick", action="store_true", help="tiny settings, for tests")
-    if data_inputs is not None:
-        parser.add_argument(
-            "--restamp", action="store_true", help="add fingerprints to records made by today's code (no rerun)"
-        )
-        parser.add_argument(
-            "--print-fingerprint",
-            action="store_true",
-            help="compute today's fingerprints afresh (no cache); print them",
-        )
+    parser.add_argument(
+        "--print-fingerprint", action="store_true", help="compute today's fingerprints afresh (no cache); print them"
+    )
     args = parser.parse_args(argv)
     script = default_dir.name  # the fingerprint cache's name for these records: avb, flows, ...
     chosen = [part.strip() for part in args.parts.split(",") if part.strip()]
@@ -251,31 +211,26 @@ def run_parts(
     output_dir = pathlib.Path(args.output_dir)
     if args.quick and output_dir.resolve() == default_dir.resolve():
         parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
-    settings = quick if args.quick else settings
-    fingerprints = data_inputs is not None
-    tiny = fingerprint_settings or quick
-    if fingerprints and args.print_fingerprint:
+    settings = module.QUICK if args.quick else module.SETTINGS
+
+    def fingerprint_of(part):
+        return part_fingerprint(script, part, tiny[part], run_part, part in timing_parts)
+
+    if args.print_fingerprint:
         import fingerprint
 
         fingerprint.CACHE_DIR = pathlib.Path(tempfile.mkdtemp())  # afresh: nothing read from, or left in, the cache
-        current = {part: part_fingerprint(script, part, tiny[part], run_part, part in timing_parts) for part in chosen}
-        print(json.dumps(current, sort_keys=True))
+        print(json.dumps({part: fingerprint_of(part) for part in chosen}, sort_keys=True))
         return 0
     try:
-        if fingerprints and args.restamp:
-            return _restamp_parts(
-                parser, chosen, output_dir, settings, tiny, current_inputs, data_inputs, run_part, script, timing_parts
-            )
-        inputs = {part: (data_inputs or current_inputs)(part, settings) for part in chosen}
+        inputs = {part: experiment_inputs(module, part, settings) for part in chosen}
         stale = {}
         for part in chosen:
             record = read_record(output_dir / f"{part}.json")
             stale[part] = stale_inputs(record, inputs[part])
-            if fingerprints and not stale[part]:
-                stale[part] = moved_behaviour(
-                    record, part_fingerprint(script, part, tiny[part], run_part, part in timing_parts)
-                )
-    except errors as error:
+            if not stale[part]:
+                stale[part] = moved_behaviour(record, fingerprint_of(part))
+    except MNISTError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     todo = names_to_run(parser, args, chosen, stale, output_dir)
     if todo is None:
@@ -285,6 +240,7 @@ def run_parts(
     import numpy as np
     import tensorflow as tf
 
+    import fingerprint
     from train_main_post import describe_machine
 
     for part in todo:
@@ -292,8 +248,9 @@ def run_parts(
         start = time.perf_counter()
         try:
             results = run_part(part, settings[part], output_dir)
-        except errors as error:
+        except MNISTError as error:
             parser.exit(2, f"{parser.prog}: error: {error}\n")
+        commit = fingerprint.git_commit()
         record = {
             "settings": settings[part],
             "results": results,
@@ -303,12 +260,10 @@ def run_parts(
                          "numpy": np.__version__},
             "machine": describe_machine(),
             "inputs": inputs[part],
+            "fingerprint": fingerprint_of(part),
+            "commit": commit,
+            "fingerprint_commit": commit,
         }  # fmt: skip
-        if fingerprints:
-            import fingerprint
-
-            record["fingerprint"] = part_fingerprint(script, part, tiny[part], run_part, part in timing_parts)
-            record["commit"] = record["fingerprint_commit"] = fingerprint.git_commit()
         write_record(output_dir / f"{part}.json", record)
         print(f"{part}: {record['seconds']:.0f} s; wrote {output_dir / f'{part}.json'}", flush=True)
     return 0
@@ -319,35 +274,9 @@ def moved_behaviour(record, current):
     import fingerprint
 
     if "fingerprint" not in record:
-        return ["fingerprint missing (run with --restamp, or rerun)"]
+        return ["fingerprint missing (rerun)"]
     moved = fingerprint.describe_differences(record["fingerprint"], current)
     return [f"behaviour: {moved}"] if moved else []
-
-
-def _restamp_parts(
-    parser, parts, output_dir, settings, tiny, current_inputs, data_inputs, run_part, script, timing_parts
-):
-    """Add fingerprints to part records that the source hashes they were made with still find current."""
-    import fingerprint
-
-    for part in parts:
-        path = output_dir / f"{part}.json"
-        record = read_record(path)
-        if record is None:
-            parser.exit(2, f"{parser.prog}: error: no record {path}\n")
-        changed = stale_inputs(record, current_inputs(part, settings))
-        if changed:
-            parser.exit(
-                2,
-                f"{parser.prog}: error: {part} was made by other code ({describe_stale({part: changed})}); rerun it\n",
-            )
-        record["inputs"] = data_inputs(part, settings)
-        record["fingerprint"] = part_fingerprint(script, part, tiny[part], run_part, part in timing_parts)
-        record["commit"] = fingerprint.last_commit_of(path)
-        record["fingerprint_commit"] = fingerprint.git_commit()
-        write_record(path, record)
-        print(f"{path}: fingerprint added", flush=True)
-    return 0
 
 
 def figures_fingerprint(name, draw, paths, settings):

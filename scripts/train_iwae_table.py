@@ -35,47 +35,6 @@ import fingerprint  # noqa: E402
 import provenance  # noqa: E402
 from mnist_data import MNISTError  # noqa: E402
 
-# What a row's numbers depend on: the data loader's file, and the definitions
-# the training and the estimate run (so that editing prose or a CLI option in a
-# listing does not make an hour of training stale).
-DATA_LOADER = REPO_ROOT / "listings" / "vae" / "mnist_data.py"
-DEFINITIONS = {
-    "variational_autoencoder": [
-        "check_positive_int",
-        "BernoulliNegativeLogLikelihood",
-        "hidden_name",
-        "build_encoder",
-        "build_decoder",
-        "reparameterize",
-    ],
-    "train": ["check_intensities", "binarize_once", "monte_carlo_batches"],
-    "importance_weighted": [
-        "OBJECTIVES",
-        "IWAE_DEFAULTS",
-        "check_objective",
-        "log_mean_exp",
-        "log_density_ratio",
-        "bernoulli_log_weights",
-        "bound_from_log_weights",
-        "LogDensityRatio",
-        "NegativeBound",
-        "BoundModel",
-        "build_bound_vae",
-        "paper_schedule",
-        "train_bound_vae",
-    ],
-    "log_likelihood": [
-        "MEMORY_BUDGET_BYTES",
-        "log_importance_weights",
-        "samples_per_chunk",
-        "importance_sampled_log_likelihood",
-        "_logsumexp",
-        "vae_parts",
-        "vae_log_likelihood",
-        "summarise",
-    ],
-    "train_iwae_table": ["PAPER_TEST_NLL", "ROWS", "EVALUATION", "row_settings", "run_row"],
-}
 OUTPUT_DIR = REPO_ROOT / "results" / "iwae"
 RECORD_NAME = "table.json"
 
@@ -118,14 +77,6 @@ def fingerprint_of(row):
         return run_row(part, settings["stages"], output_dir, 0, settings["evaluation"])
 
     return provenance.part_fingerprint("iwae", row, FINGERPRINT, run)
-
-
-def current_inputs(row, stages, evaluation=EVALUATION):
-    """The source hashes the rows were made with (kept to check ``--restamp``)."""
-    data_files = provenance.mnist_data_files()
-    settings = {"row": row_settings(row, stages), "evaluation": evaluation}
-    hashes = provenance.input_hashes([DATA_LOADER, *data_files], settings)
-    return {**hashes, **provenance.definition_hashes(DEFINITIONS, {"train_iwae_table": sys.modules[__name__]})}
 
 
 def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
@@ -203,9 +154,6 @@ def main(argv=None):
     parser.add_argument("--check", action="store_true", help="exit 1 when a row's record does not match its inputs")
     parser.add_argument("--quick", action="store_true", help="one epoch, K = 20 on 100 images: for tests")
     parser.add_argument(
-        "--restamp", action="store_true", help="add fingerprints to rows made by today's code (no training)"
-    )
-    parser.add_argument(
         "--print-fingerprint", action="store_true", help="compute today's fingerprints afresh (no cache); print them"
     )
     args = parser.parse_args(argv)
@@ -231,20 +179,6 @@ def main(argv=None):
         print(json.dumps({row: fingerprint_of(row) for row in rows}, sort_keys=True))
         return 0
     try:
-        if args.restamp:
-            for row in rows:
-                changed = provenance.stale_inputs(table["rows"].get(row), current_inputs(row, args.stages, evaluation))
-                if changed:
-                    parser.exit(2, f"{parser.prog}: error: {row} was made by other code ({', '.join(changed[:3])})\n")
-                table["rows"][row].update(
-                    inputs=data_inputs(row, args.stages, evaluation),
-                    fingerprint=fingerprint_of(row),
-                    commit=fingerprint.last_commit_of(record_path),
-                    fingerprint_commit=fingerprint.git_commit(),
-                )
-                provenance.write_record(record_path, table)
-                print(f"{row}: fingerprint added", flush=True)
-            return 0
         inputs = {row: data_inputs(row, args.stages, evaluation) for row in rows}
         stale = {}
         for row in rows:

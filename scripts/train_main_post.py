@@ -15,9 +15,7 @@ to ``--output-dir``:
 The record is stale when the settings or the data change, or when today's
 code gives a fingerprint that is not close to the recorded one. With
 ``--if-stale`` it does nothing when the record is current. ``--quick`` trains
-one epoch (for tests; point ``MNIST_DIR`` at a small set). ``--restamp``
-adds the fingerprint to a record made by exactly the listings of today
-(checked against the file hashes it stored), without retraining.
+one epoch (for tests; point ``MNIST_DIR`` at a small set).
 """
 
 import argparse
@@ -34,11 +32,8 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 import fingerprint  # noqa: E402
 import provenance  # noqa: E402
-from mnist_data import MNIST_FILES, MNISTError, resolve_mnist_dir  # noqa: E402
+from mnist_data import MNISTError  # noqa: E402
 
-LISTINGS = [
-    REPO_ROOT / "listings" / "vae" / name for name in ("mnist_data.py", "variational_autoencoder.py", "train.py")
-]
 OUTPUT_DIR = REPO_ROOT / "results" / "vae"
 RECORD_NAME = "main_post.json"
 OUTPUT_NAMES = (RECORD_NAME, "vae.keras", "history.json")
@@ -58,20 +53,9 @@ def read_train_defaults():
     raise RuntimeError("train.py defines no DEFAULTS")
 
 
-def data_files(mnist_dir=None):
-    folder = resolve_mnist_dir(mnist_dir)
-    if folder is None:
-        raise MNISTError("no local MNIST folder: the record needs the IDX files to hash; set MNIST_DIR")
-    files = [folder / name for pair in MNIST_FILES.values() for name in pair]
-    for path in files:
-        if not path.is_file():
-            raise MNISTError(f"Missing MNIST file: expected {path.name} in {folder}")
-    return files
-
-
-def current_inputs(settings, mnist_dir=None):
+def data_inputs(settings, mnist_dir=None):
     """SHA-256 of the data files and the settings: what the record depends on besides the code's behaviour."""
-    return provenance.input_hashes(data_files(mnist_dir), settings)
+    return provenance.input_hashes(provenance.mnist_data_files(mnist_dir), settings)
 
 
 def final_estimates(vae, encoder, x_train, x_test, seed):
@@ -123,11 +107,11 @@ def current_fingerprint(settings):
 
 def stale_parts(record, settings, mnist_dir=None):
     """What makes the record stale: changed inputs, a missing or moved fingerprint (empty when current)."""
-    stale = provenance.stale_inputs(record, current_inputs(settings, mnist_dir))
+    stale = provenance.stale_inputs(record, data_inputs(settings, mnist_dir))
     if stale:
         return stale  # no need to run the code to know
     if "fingerprint" not in record:
-        return ["fingerprint missing: run with --restamp or retrain"]
+        return ["fingerprint missing: retrain"]
     moved = fingerprint.describe_differences(record["fingerprint"], current_fingerprint(settings))
     return [f"behaviour: {moved}"] if moved else []
 
@@ -194,37 +178,12 @@ def run(settings, output_dir, inputs, verbose):
     return record
 
 
-def restamp(record_path, settings):
-    """Add the fingerprint to a record made by the listings as they are today, without retraining.
-
-    Allowed only when every listing and data file hash the record stored
-    (before fingerprints) matches today's files: then today's code is the
-    code that made it. Returns the reason when it is not allowed, else None.
-    """
-    record = provenance.read_record(record_path)
-    if record is None:
-        return f"no record at {record_path}"
-    old_inputs = provenance.input_hashes([*LISTINGS, *data_files()], settings)
-    changed = [name for name, digest in old_inputs.items() if record["inputs"].get(name) != digest]
-    if changed:
-        return f"the listings or data changed since the record was made ({', '.join(changed)}): retrain instead"
-    record["inputs"] = current_inputs(settings)
-    record["fingerprint"] = current_fingerprint(settings)
-    record["commit"] = fingerprint.last_commit_of(record_path)
-    record["fingerprint_commit"] = fingerprint.git_commit()
-    provenance.write_record(record_path, record)
-    return None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: results/vae)")
     parser.add_argument("--if-stale", action="store_true", help="do nothing when the record is current")
     parser.add_argument("--quick", action="store_true", help="one epoch, for tests")
     parser.add_argument("--check", action="store_true", help="exit 1 when the record is not current")
-    parser.add_argument(
-        "--restamp", action="store_true", help="add the fingerprint to a record made by today's listings (no training)"
-    )
     parser.add_argument(
         "--print-fingerprint", action="store_true", help="compute today's fingerprint afresh (no cache) and print it"
     )
@@ -238,13 +197,7 @@ def main(argv=None):
         settings["num_epochs"] = 1
     record_path = output_dir / RECORD_NAME
     try:
-        if args.restamp:
-            refused = restamp(record_path, settings)
-            if refused:
-                parser.exit(2, f"{parser.prog}: error: {refused}\n")
-            print(f"{record_path}: fingerprint added")
-            return 0
-        inputs = current_inputs(settings)
+        inputs = data_inputs(settings)
         record = provenance.read_record(record_path)
         stale = stale_parts(record, settings) if record is not None else ["no record"]
     except MNISTError as error:

@@ -12,7 +12,6 @@ import pytest
 
 import mc_samples_experiments
 import plot_iwae
-import provenance
 import train_iwae_table
 from conftest import MNIST_SUBSET_DIR, assert_figures_current, full_mnist, run_python
 
@@ -69,17 +68,20 @@ def test_quick_table_run_writes_every_number_the_post_needs(table, tmp_path):
     assert again.returncode == 0 and "nothing to train" in again.stdout
 
 
-def test_the_table_goes_stale_when_the_objective_changes(monkeypatch):
+def test_the_table_goes_stale_when_the_objective_changes(table, monkeypatch, tmp_path):
+    """Behaviour, not source text: a wrong log density ratio (patched in) moves the row's fingerprint."""
+    import fingerprint
     import importance_weighted
 
-    before = train_iwae_table.current_inputs("iwae-k5", 3)
+    original = importance_weighted.log_density_ratio
 
-    def log_density_ratio(z, z_log_var, eps):  # a different (wrong) ratio
-        return 0.5 * importance_weighted.ops.sum(z_log_var, axis=-1)
+    def log_density_ratio(z, z_log_var, eps):  # the ratio off by one nat
+        return original(z, z_log_var, eps) - 1.0
 
+    monkeypatch.setattr(fingerprint, "CACHE_DIR", tmp_path)  # the cache is keyed by source, which is unchanged
     monkeypatch.setattr(importance_weighted, "log_density_ratio", log_density_ratio)
-    after = train_iwae_table.current_inputs("iwae-k5", 3)
-    assert provenance.stale_inputs({"inputs": before}, after) == ["importance_weighted.log_density_ratio"]
+    moved = train_iwae_table.fingerprint_of("iwae-k5")
+    assert fingerprint.differences(table["rows"]["iwae-k5"]["fingerprint"], moved)
 
 
 def test_experiments_cover_every_setting():

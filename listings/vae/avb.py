@@ -272,17 +272,26 @@ def evaluate_kl_vae(vae, x, mc_samples=None, batch_size=500, seed=0):
     for start in range(0, len(x), batch_size):
         x_batch = ops.convert_to_tensor(x[start : start + batch_size])
         eps = ops.convert_to_tensor(rng.standard_normal((x_batch.shape[0], mc_samples, latent_dim), dtype="float32"))
-        if len(encoder.inputs) == 2:  # implicit: z = f(x, eps)
-            z = encoder([x_batch, eps], training=False)
-        else:
-            z_mean, z_log_var = encoder(x_batch, training=False)
-            z = sample_gaussian(z_mean, z_log_var, eps)
-            terms.setdefault("kl_exact", []).append(ops.convert_to_numpy(gaussian_kl_divergence(z_mean, z_log_var)))
+        z, gaussian = posterior_sample(encoder, x_batch, eps)
+        if gaussian is not None:
+            terms.setdefault("kl_exact", []).append(ops.convert_to_numpy(gaussian_kl_divergence(*gaussian)))
         terms["distortion"].append(ops.convert_to_numpy(ops.mean(nll(x_batch, decoder(z, training=False)), -1)))
         if hasattr(kl_layer, "discriminator"):
             t = kl_layer.kl_terms({"x": x_batch, "z": z})
             terms.setdefault("kl_adversarial", []).append(ops.convert_to_numpy(ops.mean(t, -1)))
     return {name: np.concatenate(values).astype("float64") for name, values in terms.items()}
+
+
+def posterior_sample(encoder, x, eps):
+    """``z ~ q(z|x)`` from the noise ``eps`` (batch, samples, latent_dim), for either kind of encoder.
+
+    Returns ``(z, (z_mean, z_log_var))`` for a Gaussian encoder and ``(z, None)``
+    for an implicit one, which maps ``(x, eps)`` to ``z`` directly.
+    """
+    if len(encoder.inputs) == 2:  # implicit: z = f(x, eps)
+        return encoder([x, eps], training=False), None
+    z_mean, z_log_var = encoder(x, training=False)
+    return sample_gaussian(z_mean, z_log_var, eps), (z_mean, z_log_var)
 
 
 def sample_gaussian(z_mean, z_log_var, eps):
