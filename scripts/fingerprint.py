@@ -223,24 +223,24 @@ def _is_ours(filename):
 def trace_our_calls(function, *args, **kwargs):
     """Call ``function``; return ``(result, {"module.qualname", ...})`` of our functions that ran.
 
-    A profile hook sees every Python call, including those made while
+    A trace hook sees every Python call, including those made while
     TensorFlow traces a compiled step, so functions that only run inside a
-    graph are counted too.
+    graph are counted too. It returns no local hook, so lines are not traced.
     """
     called = set()
 
-    def profile(frame, event, _arg):
+    def trace(frame, event, _arg):
         # Functions, lambdas and comprehensions only: a module or class body runs once, on import.
         if event == "call" and frame.f_code.co_flags & inspect.CO_OPTIMIZED and _is_ours(frame.f_code.co_filename):
             module = frame.f_globals.get("__name__", "?")
             called.add(f"{module}.{frame.f_code.co_qualname}")
 
-    previous = sys.getprofile()
-    sys.setprofile(profile)
+    previous = sys.gettrace()
+    sys.settrace(trace)
     try:
         result = function(*args, **kwargs)
     finally:
-        sys.setprofile(previous)
+        sys.settrace(previous)
     return result, called
 
 
