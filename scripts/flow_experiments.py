@@ -92,6 +92,26 @@ FINGERPRINT = {
 }
 
 
+def planar_probe():
+    """The planar flow where no fitted flow goes, for the fingerprints: ``w = 0`` and ``|w|^2`` below the
+    1e-12 floor of ``u_hat``, next to an ordinary ``w``; the flowed ``z`` and the log-determinants."""
+    import numpy as np
+    from keras import ops
+
+    from flows import PlanarFlow
+
+    z = np.linspace(-2.0, 2.0, 12, dtype="float32").reshape(3, 2, 2)
+    u = np.array([[0.5, -1.5]] * 3, dtype="float32")
+    w = np.array([[0.0, 0.0], [1e-7, -1e-7], [0.8, 0.3]], dtype="float32")
+    b = np.full((3, 1), 0.2, dtype="float32")
+    z_flowed, log_det = PlanarFlow(amortized=True)([z, np.concatenate([u, w, b], axis=-1)])
+    return {"z": ops.convert_to_numpy(z_flowed).tolist(), "log_det": ops.convert_to_numpy(log_det).tolist()}
+
+
+# Inputs no fitted flow reaches, added to the fingerprints of the parts that fit planar flows.
+FINGERPRINT_PROBES = {"toy": planar_probe, "mnist": planar_probe}
+
+
 def toy(settings, output_dir):
     """Every flow length on every target: ``KL[q_K || p]`` in nats, and the fitted flows.
 

@@ -113,16 +113,18 @@ def write_record(record_path, record):
     record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra=""):
+def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra="", probe=None):
     """A part's behavioural fingerprint: its ``run_part`` at the quick settings on the committed MNIST subset.
 
     For a ``timing`` part (seconds per epoch, which no fingerprint sees) it is
     the static guard instead: the syntax trees of every definition of ours
     reachable from the function named like the part in ``run_part``'s module
     (``fingerprint.static_call_graph_guard``), read from the source without
-    running anything. Fingerprints are cached by the normalised source of our
-    code, the settings and ``extra`` (say, the hashes of trained models the
-    run reads) (``fingerprint.cached``).
+    running anything. ``probe()``, when given, adds numbers from inputs the
+    run cannot reach (say, a flow at a weight no fitted flow has), under
+    ``probe.``. Fingerprints are cached by the normalised source of our code,
+    the settings and ``extra`` (say, the hashes of trained models the run
+    reads) (``fingerprint.cached``).
     """
     import inspect
     import os
@@ -142,14 +144,16 @@ def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra
         os.environ["MNIST_DIR"] = str(FINGERPRINT_MNIST_DIR)
         try:
             with tempfile.TemporaryDirectory() as scratch:
-                return fingerprint.numbers(run_part(part, quick_settings, pathlib.Path(scratch)))
+                values = fingerprint.numbers(run_part(part, quick_settings, pathlib.Path(scratch)))
+            return {**values, **(fingerprint.numbers({"probe": probe()}) if probe else {})}
         finally:
             if previous is None:
                 os.environ.pop("MNIST_DIR", None)
             else:
                 os.environ["MNIST_DIR"] = previous
 
-    return fingerprint.cached(f"{script}:{part}", quick_settings, compute, extra=extra)
+    probed = f"probe:{probe.__name__}" if probe else ""
+    return fingerprint.cached(f"{script}:{part}", quick_settings, compute, extra=extra + probed)
 
 
 FINGERPRINT_MNIST_DIR = REPO_ROOT / "tests" / "data" / "mnist"
@@ -169,8 +173,9 @@ def run_experiments(module, argv=None):
     records), ``SETTINGS`` and ``QUICK`` (per part), ``FINGERPRINT`` (tiny
     settings per part that reach every row, head and target the full ones
     reach), ``MNIST_PARTS`` (the parts that read MNIST), ``TIMING_PARTS``
-    (parts that measure speed) and ``run_part(part, settings, output_dir)``,
-    which computes a part's results.
+    (parts that measure speed), optionally ``FINGERPRINT_PROBES`` (``{part:
+    probe}``, see ``part_fingerprint``) and ``run_part(part, settings,
+    output_dir)``, which computes a part's results.
 
     Options ``--parts``, ``--output-dir``, ``--if-stale``, ``--check``,
     ``--quick`` (the quick settings, refused over the committed records) and
@@ -189,7 +194,7 @@ def run_experiments(module, argv=None):
     from mnist_data import MNISTError
 
     parts, run_part, tiny = module.PARTS, module.run_part, module.FINGERPRINT
-    timing_parts = getattr(module, "TIMING_PARTS", ())
+    timing_parts, probes = getattr(module, "TIMING_PARTS", ()), getattr(module, "FINGERPRINT_PROBES", {})
     parser = argparse.ArgumentParser(description=module.__doc__.split("\n\n")[0])
     default_dir = pathlib.Path(module.OUTPUT_DIR)
     parser.add_argument("--parts", default=",".join(parts), help="comma-separated parts (default: all)")
@@ -214,7 +219,7 @@ def run_experiments(module, argv=None):
     settings = module.QUICK if args.quick else module.SETTINGS
 
     def fingerprint_of(part):
-        return part_fingerprint(script, part, tiny[part], run_part, part in timing_parts)
+        return part_fingerprint(script, part, tiny[part], run_part, part in timing_parts, probe=probes.get(part))
 
     if args.print_fingerprint:
         import fingerprint

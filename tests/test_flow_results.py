@@ -8,6 +8,7 @@ post reads, and the figures are redrawn and compared byte for byte.
 
 import json
 import math
+import pathlib
 
 import keras
 import pytest
@@ -153,6 +154,32 @@ def test_a_changed_flow_layer_moves_the_fingerprint_of_the_toy_part(monkeypatch,
     moved = provenance.part_fingerprint("flows", "toy", settings, flow_experiments.run_part)
     committed = record("toy")["fingerprint"]
     assert fingerprint.differences({k: v for k, v in committed.items() if k in moved}, moved)
+
+
+def test_the_fingerprint_probes_the_planar_flow_where_no_fitted_flow_goes(monkeypatch):
+    """No fitted flow has |w|^2 below u_hat's 1e-12 floor, so the runs never reach it; the probe does: the
+    committed probe numbers are today's, and a planar flow with another floor (patched in) moves them."""
+    import types
+
+    import fingerprint
+    import flows
+
+    committed = {k: v for k, v in record("toy")["fingerprint"].items() if k.startswith("probe.")}
+    assert committed and not fingerprint.differences(
+        committed, fingerprint.numbers({"probe": flow_experiments.planar_probe()})
+    )
+    changed = types.ModuleType("flows_with_another_floor")
+    source = pathlib.Path(flows.__file__).read_text().replace("1e-12", "1e-16")
+    registered = keras.saving.get_custom_objects()  # the copy registers its layers: keep the originals
+    originals = dict(registered)
+    try:
+        exec(compile(source, flows.__file__, "exec"), changed.__dict__)
+    finally:
+        registered.clear()
+        registered.update(originals)
+    monkeypatch.setattr(flows, "PlanarFlow", changed.PlanarFlow)
+    moved = fingerprint.numbers({"probe": flow_experiments.planar_probe()})
+    assert fingerprint.differences(committed, moved)
 
 
 @pytest.mark.slow
