@@ -202,16 +202,11 @@ def main(argv=None):
         stale = stale_parts(record, settings) if record is not None else ["no record"]
     except MNISTError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    outputs_present = all((output_dir / name).is_file() for name in OUTPUT_NAMES)
-    if args.check:
-        if stale or not outputs_present:
-            parser.exit(1, f"{parser.prog}: stale: {', '.join(stale) or 'missing outputs'}\n")
-        print(f"{record_path} is current")
+    missing = [f"missing {name}" for name in OUTPUT_NAMES if not (output_dir / name).is_file()]
+    stale = {RECORD_NAME: stale or missing}
+    if provenance.names_to_run(parser, args, [RECORD_NAME], stale, record_path, nothing="nothing to train") is None:
         return 0
-    if args.if_stale and not stale and outputs_present:
-        print(f"{record_path} is current; nothing to train")
-        return 0
-    print(f"training ({', '.join(stale) or 'outputs missing'}) ...", flush=True)
+    print(f"training ({', '.join(stale[RECORD_NAME]) or 'as asked'}) ...", flush=True)
     record = run(settings, output_dir, inputs, verbose=1 if sys.stdout.isatty() else 2)
     print(
         f"train negative ELBO {record['train_negative_elbo']:.2f} nats, "
