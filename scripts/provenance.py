@@ -127,7 +127,6 @@ def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra
     reads) (``fingerprint.cached``).
     """
     import inspect
-    import os
 
     import fingerprint
 
@@ -136,24 +135,55 @@ def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra
         return {"static_guard": fingerprint.static_call_graph_guard(module, [part])}
 
     def compute():
-        import keras
+        with tempfile.TemporaryDirectory() as scratch:
+            results = on_the_fingerprint_data(lambda: run_part(part, quick_settings, pathlib.Path(scratch)))
+        return fingerprint_numbers(results, probe)
 
-        # Fixed seeds for what the run does not seed itself (a model built before its training seeds).
-        keras.utils.set_random_seed(0)
-        previous = os.environ.get("MNIST_DIR")
-        os.environ["MNIST_DIR"] = str(FINGERPRINT_MNIST_DIR)
-        try:
-            with tempfile.TemporaryDirectory() as scratch:
-                values = fingerprint.numbers(run_part(part, quick_settings, pathlib.Path(scratch)))
-            return {**values, **(fingerprint.numbers({"probe": probe()}) if probe else {})}
-        finally:
-            if previous is None:
-                os.environ.pop("MNIST_DIR", None)
-            else:
-                os.environ["MNIST_DIR"] = previous
+    return fingerprint.cached(f"{script}:{part}", quick_settings, compute, extra=extra + _probed(probe))
 
-    probed = f"probe:{probe.__name__}" if probe else ""
-    return fingerprint.cached(f"{script}:{part}", quick_settings, compute, extra=extra + probed)
+
+def on_the_fingerprint_data(run):
+    """``run()`` as a fingerprint runs it: Keras seeded with 0, ``MNIST_DIR`` the committed subset."""
+    import os
+
+    import keras
+
+    # Fixed seeds for what the run does not seed itself (a model built before its training seeds).
+    keras.utils.set_random_seed(0)
+    previous = os.environ.get("MNIST_DIR")
+    os.environ["MNIST_DIR"] = str(FINGERPRINT_MNIST_DIR)
+    try:
+        return run()
+    finally:
+        if previous is None:
+            os.environ.pop("MNIST_DIR", None)
+        else:
+            os.environ["MNIST_DIR"] = previous
+
+
+def fingerprint_numbers(results, probe=None):
+    import fingerprint
+
+    return {**fingerprint.numbers(results), **(fingerprint.numbers({"probe": probe()}) if probe else {})}
+
+
+def _probed(probe):
+    return f"probe:{probe.__name__}" if probe else ""
+
+
+def fingerprint_run(script, part, settings, run_part, output_dir, extra="", probe=None):
+    """Run a part at its fingerprint's settings as the fingerprint runs it, writing into ``output_dir``.
+
+    What ``--quick`` does: the results' numbers are today's fingerprint, so
+    they are stored in the cache (``part_fingerprint`` then finds them), and
+    a quick run and a record check share one computation. Returns the results.
+    """
+    import fingerprint
+
+    results = on_the_fingerprint_data(lambda: run_part(part, settings, pathlib.Path(output_dir)))
+    name, key_extra = f"{script}:{part}", extra + _probed(probe)
+    fingerprint.store(name, settings, fingerprint_numbers(results, probe), extra=key_extra)
+    return results
 
 
 FINGERPRINT_MNIST_DIR = REPO_ROOT / "tests" / "data" / "mnist"
@@ -170,16 +200,17 @@ def run_experiments(module, argv=None):
     """The command line of a script that writes one record per part (``avb_experiments.py``, ...).
 
     ``module`` (the script) defines ``PARTS``, ``OUTPUT_DIR`` (the committed
-    records), ``SETTINGS`` and ``QUICK`` (per part), ``FINGERPRINT`` (tiny
-    settings per part that reach every row, head and target the full ones
-    reach), ``MNIST_PARTS`` (the parts that read MNIST), ``TIMING_PARTS``
-    (parts that measure speed), optionally ``FINGERPRINT_PROBES`` (``{part:
+    records), ``SETTINGS`` (per part), ``FINGERPRINT`` (tiny settings per
+    part that reach every row, head and target the full ones reach),
+    ``MNIST_PARTS`` (the parts that read MNIST), ``TIMING_PARTS`` (parts
+    that measure speed), optionally ``FINGERPRINT_PROBES`` (``{part:
     probe}``, see ``part_fingerprint``) and ``run_part(part, settings,
     output_dir)``, which computes a part's results.
 
     Options ``--parts``, ``--output-dir``, ``--if-stale``, ``--check``,
-    ``--quick`` (the quick settings, refused over the committed records) and
-    ``--print-fingerprint``. Each part is written to ``<output_dir>/<part>.json``
+    ``--quick`` (the fingerprint's own run, at its settings on the committed
+    MNIST subset, refused over the committed records; it leaves today's
+    fingerprints in the cache) and ``--print-fingerprint``. Each part is written to ``<output_dir>/<part>.json``
     with its settings, wall time, versions, machine, input hashes
     (``experiment_inputs``), commit and fingerprint (``part_fingerprint``: the
     part's own run at the ``FINGERPRINT`` settings; for a timing part, the
@@ -203,7 +234,9 @@ def run_experiments(module, argv=None):
     )
     parser.add_argument("--if-stale", action="store_true", help="run only the parts whose inputs changed")
     parser.add_argument("--check", action="store_true", help="exit 1 when a record does not match its inputs")
-    parser.add_argument("--quick", action="store_true", help="tiny settings, for tests")
+    parser.add_argument(
+        "--quick", action="store_true", help="the fingerprint's tiny settings on the committed MNIST subset, for tests"
+    )
     parser.add_argument(
         "--print-fingerprint", action="store_true", help="compute today's fingerprints afresh (no cache); print them"
     )
@@ -216,7 +249,7 @@ def run_experiments(module, argv=None):
     output_dir = pathlib.Path(args.output_dir)
     if args.quick and output_dir.resolve() == default_dir.resolve():
         parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
-    settings = module.QUICK if args.quick else module.SETTINGS
+    settings = tiny if args.quick else module.SETTINGS
 
     def fingerprint_of(part):
         return part_fingerprint(script, part, tiny[part], run_part, part in timing_parts, probe=probes.get(part))
@@ -252,7 +285,10 @@ def run_experiments(module, argv=None):
         print(f"{part} ...", flush=True)
         start = time.perf_counter()
         try:
-            results = run_part(part, settings[part], output_dir)
+            if args.quick and part not in timing_parts:  # the fingerprint's own run: its numbers are cached
+                results = fingerprint_run(script, part, tiny[part], run_part, output_dir, probe=probes.get(part))
+            else:
+                results = run_part(part, settings[part], output_dir)
         except MNISTError as error:
             parser.exit(2, f"{parser.prog}: error: {error}\n")
         commit = fingerprint.git_commit()

@@ -70,12 +70,18 @@ def data_inputs(row, stages, evaluation=EVALUATION):
     return provenance.input_hashes(provenance.mnist_data_files(), settings)
 
 
-def fingerprint_of(row):
-    """Today's fingerprint of ``row`` (cached by the normalised source of our code)."""
+def fingerprint_of(row, output_dir=None):
+    """Today's fingerprint of ``row`` (cached by the normalised source of our code).
+
+    With an ``output_dir`` (``--quick``), train the row afresh there as the fingerprint does and return its
+    results, leaving the fingerprint in the cache.
+    """
 
     def run(part, settings, output_dir):
         return run_row(part, settings["stages"], output_dir, 0, settings["evaluation"])
 
+    if output_dir is not None:
+        return provenance.fingerprint_run("iwae", row, FINGERPRINT, run, output_dir)
     return provenance.part_fingerprint("iwae", row, FINGERPRINT, run)
 
 
@@ -195,7 +201,10 @@ def main(argv=None):
         return 0
     for row in todo:
         print(f"{row}: training {args.stages} stages and estimating the test log-likelihood ...", flush=True)
-        result = run_row(row, args.stages, output_dir, 1 if sys.stdout.isatty() else 2, evaluation)
+        if args.quick:  # the fingerprint's own run: its numbers are cached
+            result = fingerprint_of(row, output_dir)
+        else:
+            result = run_row(row, args.stages, output_dir, 1 if sys.stdout.isatty() else 2, evaluation)
         commit = fingerprint.git_commit()
         table["rows"][row] = {**result, "inputs": inputs[row], "fingerprint": fingerprint_of(row), "commit": commit,
                               "fingerprint_commit": commit}  # fmt: skip
