@@ -180,7 +180,8 @@ def fingerprint_run(script, part, settings, run_part, output_dir, extra="", prob
     """
     import fingerprint
 
-    results = on_the_fingerprint_data(lambda: run_part(part, settings, pathlib.Path(output_dir)))
+    output_dir = None if output_dir is None else pathlib.Path(output_dir)  # None: the part writes no files
+    results = on_the_fingerprint_data(lambda: run_part(part, settings, output_dir))
     name, key_extra = f"{script}:{part}", extra + _probed(probe)
     fingerprint.store(name, settings, fingerprint_numbers(results, probe), extra=key_extra)
     return results
