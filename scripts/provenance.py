@@ -100,13 +100,6 @@ def names_to_run(parser, args, names, stale, where, nothing="nothing to run"):
     return todo
 
 
-def is_current(record_path, hashes, outputs=()):
-    """True when the record matches ``hashes`` and every output file exists."""
-    return not stale_inputs(read_record(record_path), hashes) and all(
-        pathlib.Path(output).is_file() for output in outputs
-    )
-
-
 def write_record(record_path, record):
     record_path = pathlib.Path(record_path)
     record_path.parent.mkdir(parents=True, exist_ok=True)
