@@ -208,23 +208,6 @@ def machine_limit(architecture, batch_size, mc_samples, num_examples):
 # ---------------------------------------------------------------------------
 
 
-def make_cpu_timer():
-    """A callback whose ``cpu_seconds`` list holds the process CPU time of every epoch."""
-    import keras
-
-    class CPUTimer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.cpu_seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.process_time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.cpu_seconds.append(time.process_time() - self._start)
-
-    return CPUTimer()
-
-
 def run_pipeline(config, architecture, num_epochs, x_train):
     """Iterate the training batches without a model; ``(wall, cpu)`` seconds per epoch."""
     from train import monte_carlo_batches
@@ -247,20 +230,18 @@ def run_keras(config, architecture, num_epochs, x_train):
 
     if config in PIPELINE:
         return run_pipeline(config, architecture, num_epochs, x_train)
-    timer, cpu_timer = make_epoch_timer(), make_cpu_timer()
+    timer = make_epoch_timer()
     if config == "classic":
         import variational_autoencoder_classic as classic
 
         vae, _, _ = classic.build_classic_vae()
-        vae.fit(
-            x_train, epochs=num_epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=0, callbacks=[timer, cpu_timer]
-        )
-        return timer.seconds, cpu_timer.cpu_seconds
+        vae.fit(x_train, epochs=num_epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=0, callbacks=[timer])
+        return timer.seconds, timer.cpu_seconds
     from train import train_vae
 
     settings = dict(OURS[config])
     if settings.pop("step_only", False):
-        return run_step_only(settings["mc_samples"], architecture, num_epochs, x_train, [timer, cpu_timer])
+        return run_step_only(settings["mc_samples"], architecture, num_epochs, x_train, timer)
     a = ARCHITECTURES[architecture]
     train_vae(
         x_train,
@@ -273,13 +254,13 @@ def run_keras(config, architecture, num_epochs, x_train):
         activation=a["activation"],
         learning_rate=LEARNING_RATE,
         verbose=0,
-        callbacks=[timer, cpu_timer],
+        callbacks=[timer],
         **settings,
     )
-    return timer.seconds, cpu_timer.cpu_seconds
+    return timer.seconds, timer.cpu_seconds
 
 
-def run_step_only(mc_samples, architecture, num_epochs, x_train, timers):
+def run_step_only(mc_samples, architecture, num_epochs, x_train, timer):
     """The compiled training step alone: one fixed batch, fed from memory every step."""
     import keras
     import numpy as np
@@ -301,8 +282,8 @@ def run_step_only(mc_samples, architecture, num_epochs, x_train, timers):
     eps = np.random.default_rng(0).standard_normal((BATCH_SIZE, mc_samples, a["latent_dim"]), dtype="float32")
     one_batch = tf.data.Dataset.from_tensors(((x, eps), x)).repeat()
     steps = -(-len(x_train) // BATCH_SIZE)
-    vae.fit(one_batch, epochs=num_epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=timers)
-    return timers[0].seconds, timers[1].cpu_seconds
+    vae.fit(one_batch, epochs=num_epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[timer])
+    return timer.seconds, timer.cpu_seconds
 
 
 def run_torch(config, architecture, num_epochs, x_train):

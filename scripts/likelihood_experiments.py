@@ -74,22 +74,6 @@ QUICK = {
 # The fingerprints (fingerprint.py): the quick runs with every MNIST head, so each likelihood's code runs.
 FINGERPRINT = {**QUICK, "mnist": {**QUICK["mnist"], "heads": MNIST_HEADS, "num_train": 200}}
 
-SKELETON = [
-    "check_likelihood", "parameter_width", "NegativeLogLikelihood", "likelihood_head", "build_decoder",
-    "GlobalPosterior", "BayesianDense", "build_global_encoder", "build_linear_decoder", "build_model", "batches", "fit",
-    "predictive_samples", "log_predictive_density",
-]  # fmt: skip
-LIKELIHOODS = [
-    "LIKELIHOODS", "check_support", "broadcast_to_samples", "bernoulli_nll", "continuous_bernoulli_log_normaliser",
-    "continuous_bernoulli_nll", "gaussian_nll", "LearnedLogScale", "categorical_nll",
-]  # fmt: skip
-COMMON = {
-    "variational_autoencoder": ["PACKAGE", "check_positive_int", "gaussian_kl_divergence", "KLDivergenceLayer",
-                                "hidden_name", "reparameterize"],
-    "likelihoods": LIKELIHOODS,
-    "skeleton": SKELETON,
-}  # fmt: skip
-
 
 def bits_per_dim(nll_nats, dim):
     """``-log2 P`` per pixel of 8-bit data bounded by a density's NLL on ``(k + u) / 256``."""

@@ -49,6 +49,7 @@ from variational_autoencoder import (  # noqa: E402
     build_decoder,
     build_encoder,
     check_positive_int,
+    check_positive_ints,
     gaussian_kl_divergence,
     hidden_name,
     reparameterize,
@@ -128,14 +129,13 @@ def build_kl_vae(
     (batch, mc_samples, original_dim).
     """
     check_estimator(estimator, posterior)
-    for name, value in (
-        ("original_dim", original_dim),
-        ("intermediate_dim", intermediate_dim),
-        ("latent_dim", latent_dim),
-        ("mc_samples", mc_samples),
-        ("hidden_layers", hidden_layers),
-    ):
-        check_positive_int(name, value)
+    check_positive_ints(
+        original_dim=original_dim,
+        intermediate_dim=intermediate_dim,
+        latent_dim=latent_dim,
+        mc_samples=mc_samples,
+        hidden_layers=hidden_layers,
+    )
     x = keras.Input(shape=(original_dim,), name="x")
     eps = keras.Input(shape=(mc_samples, latent_dim), name="eps")
     inputs = [x, eps]
@@ -319,8 +319,7 @@ def main(argv=None):
 
     try:
         check_estimator(args.estimator, args.posterior)
-        for name in ("num_epochs", "latent_dim", "mc_samples"):
-            check_positive_int(name, getattr(args, name))
+        check_positive_ints(num_epochs=args.num_epochs, latent_dim=args.latent_dim, mc_samples=args.mc_samples)
         if args.num_train is not None:
             check_positive_int("num_train", args.num_train)
         if args.estimator == "adaptive_contrast" and args.mc_samples < 2:

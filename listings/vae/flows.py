@@ -52,6 +52,7 @@ from variational_autoencoder import (  # noqa: E402
     build_decoder,
     build_encoder,
     check_positive_int,
+    check_positive_ints,
     hidden_name,
     reparameterize,
 )
@@ -495,8 +496,7 @@ def build_flow_vae(
     amortised planar parameters, the IAF's context); the KL layer is
     `FlowKL`. Compile it with `BernoulliNegativeLogLikelihood` as usual.
     """
-    for name, value in (("original_dim", original_dim), ("mc_samples", mc_samples), ("hidden_layers", hidden_layers)):
-        check_positive_int(name, value)
+    check_positive_ints(original_dim=original_dim, mc_samples=mc_samples, hidden_layers=hidden_layers)
     base = build_encoder(original_dim, intermediate_dim, latent_dim, hidden_layers, activation)
     context = base.get_layer(hidden_name("encoder_hidden", hidden_layers - 1)).output
     encoder = keras.Model(base.inputs[0], [*base.outputs, context], name="encoder")
@@ -639,8 +639,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         check_num_flows(args.num_flows)
-        for name in ("stages", "num_samples", "num_test"):
-            check_positive_int(name, getattr(args, name))
+        check_positive_ints(stages=args.stages, num_samples=args.num_samples, num_test=args.num_test)
         if args.num_train is not None:
             check_positive_int("num_train", args.num_train)
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)

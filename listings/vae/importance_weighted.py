@@ -38,6 +38,7 @@ from variational_autoencoder import (  # noqa: E402
     build_decoder,
     build_encoder,
     check_positive_int,
+    check_positive_ints,
     reparameterize,
 )
 
@@ -206,14 +207,13 @@ def build_bound_vae(
     the model's outputs are ``[x_logits, log_ratio]``, and compiling it with
     ``loss=NegativeBound(objective)`` trains it on that bound.
     """
-    for name, value in (
-        ("original_dim", original_dim),
-        ("intermediate_dim", intermediate_dim),
-        ("latent_dim", latent_dim),
-        ("mc_samples", mc_samples),
-        ("hidden_layers", hidden_layers),
-    ):
-        check_positive_int(name, value)
+    check_positive_ints(
+        original_dim=original_dim,
+        intermediate_dim=intermediate_dim,
+        latent_dim=latent_dim,
+        mc_samples=mc_samples,
+        hidden_layers=hidden_layers,
+    )
     check_objective(objective)
     encoder = build_encoder(original_dim, intermediate_dim, latent_dim, hidden_layers, activation)
     decoder = build_decoder(original_dim, intermediate_dim, latent_dim, hidden_layers, activation)
@@ -334,8 +334,7 @@ def main(argv=None):
         "seed": args.seed,
     }
     try:
-        for name in ("k", "stages", "batch_size"):
-            check_positive_int(name, settings[name])
+        check_positive_ints(k=settings["k"], stages=settings["stages"], batch_size=settings["batch_size"])
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)
         start = time.perf_counter()
         vae, _, _, history = train_bound_vae(

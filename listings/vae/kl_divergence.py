@@ -32,7 +32,7 @@ import numpy as np
 from keras import layers, ops
 
 from log_likelihood import gaussian_log_density
-from variational_autoencoder import PACKAGE, check_positive_int, gaussian_kl_divergence
+from variational_autoencoder import PACKAGE, check_positive_int, check_positive_ints, gaussian_kl_divergence
 
 ESTIMATORS = ("closed_form", "monte_carlo", "adversarial", "adaptive_contrast")
 ADVERSARIAL_ESTIMATORS = ("adversarial", "adaptive_contrast")
@@ -283,13 +283,9 @@ def build_discriminator(data_dim, latent_dim, hidden_units=64, hidden_layers=2, 
     projection of each sample of ``z``: the same function, without copying
     ``x`` and multiplying it by the same weights once per sample.
     """
-    for arg, value in (
-        ("data_dim", data_dim),
-        ("latent_dim", latent_dim),
-        ("hidden_units", hidden_units),
-        ("hidden_layers", hidden_layers),
-    ):
-        check_positive_int(arg, value)
+    check_positive_ints(
+        data_dim=data_dim, latent_dim=latent_dim, hidden_units=hidden_units, hidden_layers=hidden_layers
+    )
     x = keras.Input(shape=(data_dim,), name="x")
     z = keras.Input(shape=(None, latent_dim), name="z")
     x_projection = layers.Dense(hidden_units, name="x_projection")(x)

@@ -33,6 +33,7 @@ from variational_autoencoder import (  # noqa: E402
     BernoulliNegativeLogLikelihood,
     KLDivergenceLayer,
     check_positive_int,
+    check_positive_ints,
 )
 
 # Memory for one chunk of samples: the decoder's activations for every
@@ -208,8 +209,7 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        check_positive_int("num_samples", args.num_samples)
-        check_positive_int("batch_size", args.batch_size)
+        check_positive_ints(num_samples=args.num_samples, batch_size=args.batch_size)
         if args.num_examples is not None:
             check_positive_int("num_examples", args.num_examples)
         path = pathlib.Path(args.model)

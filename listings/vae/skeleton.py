@@ -41,7 +41,14 @@ from likelihoods import (
     gaussian_nll,
 )
 from log_likelihood import importance_sampled_log_likelihood
-from variational_autoencoder import PACKAGE, KLDivergenceLayer, check_positive_int, hidden_name, reparameterize
+from variational_autoencoder import (
+    PACKAGE,
+    KLDivergenceLayer,
+    check_positive_int,
+    check_positive_ints,
+    hidden_name,
+    reparameterize,
+)
 
 
 def check_likelihood(likelihood):
@@ -244,8 +251,7 @@ def build_model(encoder, decoder, data_dim, latent_dim, mc_samples=1, conditiona
     decoder maps ``z`` (or ``[x, z]`` when ``conditional``: ``z`` is then the
     weights of a model of ``y`` given ``x``) to the parameters.
     """
-    for arg, value in (("data_dim", data_dim), ("latent_dim", latent_dim), ("mc_samples", mc_samples)):
-        check_positive_int(arg, value)
+    check_positive_ints(data_dim=data_dim, latent_dim=latent_dim, mc_samples=mc_samples)
     x = keras.Input(shape=(data_dim,), name="x")
     eps = keras.Input(shape=(mc_samples, latent_dim), name="eps")
     z_mean, z_log_var = encoder(x)
@@ -418,8 +424,7 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=1000, help="posterior draws for predictions (default: 1000)")
     args = parser.parse_args(argv)
     try:
-        check_positive_int("epochs", args.epochs)
-        check_positive_int("samples", args.samples)
+        check_positive_ints(epochs=args.epochs, samples=args.samples)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     (x_train, y_train), (x_test, y_test) = load_task(args.task)

@@ -25,6 +25,7 @@ from variational_autoencoder import (  # noqa: E402
     BernoulliNegativeLogLikelihood,
     build_vae,
     check_positive_int,
+    check_positive_ints,
     gaussian_kl_divergence,
 )
 
@@ -263,8 +264,13 @@ def parse_args(argv=None):
 def main(argv=None):
     parser, args = parse_args(argv)
     try:
-        for name in ("num_epochs", "batch_size", "mc_samples", "latent_dim", "intermediate_dim"):
-            check_positive_int(name, getattr(args, name))
+        check_positive_ints(
+            num_epochs=args.num_epochs,
+            batch_size=args.batch_size,
+            mc_samples=args.mc_samples,
+            latent_dim=args.latent_dim,
+            intermediate_dim=args.intermediate_dim,
+        )
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)
         start = time.perf_counter()
         vae, _, _, history = train_vae(

@@ -36,6 +36,12 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_positive_ints(**values):
+    """Raise a ValueError naming the first keyword argument that is not a positive integer."""
+    for name, value in values.items():
+        check_positive_int(name, value)
+
+
 # [start kl-layer]
 def gaussian_kl_divergence(z_mean, z_log_var):
     """KL[N(z_mean, diag(exp(z_log_var))) || N(0, I)] per example, in nats.
@@ -211,14 +217,13 @@ def build_vae(original_dim=784, intermediate_dim=256, latent_dim=2, mc_samples=1
     Returns ``(vae, encoder, decoder)``; the encoder and decoder share their
     weights with the VAE.
     """
-    for name, value in (
-        ("original_dim", original_dim),
-        ("intermediate_dim", intermediate_dim),
-        ("latent_dim", latent_dim),
-        ("mc_samples", mc_samples),
-        ("hidden_layers", hidden_layers),
-    ):
-        check_positive_int(name, value)
+    check_positive_ints(
+        original_dim=original_dim,
+        intermediate_dim=intermediate_dim,
+        latent_dim=latent_dim,
+        mc_samples=mc_samples,
+        hidden_layers=hidden_layers,
+    )
     encoder = build_encoder(original_dim, intermediate_dim, latent_dim, hidden_layers, activation)
     decoder = build_decoder(original_dim, intermediate_dim, latent_dim, hidden_layers, activation)
 
