@@ -25,11 +25,14 @@ generated: setup
 site: generated
 	$(VENV)/bin/nikola build --strict
 
+# Two pytest workers, one per core (tests/conftest.py keeps each module, and the site, on one worker).
+PYTEST_WORKERS ?= -n 2 --dist loadgroup
+
 test: setup
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(PYTEST_WORKERS)
 
 test-fast: setup
-	$(VENV)/bin/python -m pytest -m "not slow"
+	$(VENV)/bin/python -m pytest $(PYTEST_WORKERS) -m "not slow"
 
 # The side-by-side speed benchmark (tens of minutes; run it on an idle machine).
 benchmark: setup

@@ -32,11 +32,21 @@ SLOW_MODULES = {"test_site", "test_cli"}
 SLOW_FIXTURES = {"built_site", "site_url", "browser"}
 
 
+# Two workers (`pytest -n 2 --dist loadgroup`, pytest-xdist) share the machine's two cores. Each test module
+# runs whole, in order, on one worker: module fixtures are built once, and a quick run leaves its fingerprints in
+# the cache for the check that follows it. Every test that builds or serves the site runs on one worker, so two
+# Nikola builds never write output/ at once.
+SITE_FIXTURES = {"built_site", "site_url"}
+
+
 def pytest_collection_modifyitems(items):
+    site_modules = {item.nodeid.split("::")[0] for item in items if SITE_FIXTURES & set(item.fixturenames)}
     for item in items:
         module = getattr(item, "module", None)
         if (module is not None and module.__name__ in SLOW_MODULES) or SLOW_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("site" if path in site_modules else path))
 
 
 def _full_mnist_missing():
