@@ -25,8 +25,8 @@ generated: setup
 site: generated
 	$(VENV)/bin/nikola build --strict
 
-# Two pytest workers, one per core (tests/conftest.py keeps each module, and the site, on one worker).
-PYTEST_WORKERS ?= -n 2 --dist loadgroup
+# Two pytest workers, one per core; each test file runs whole, in order, on one worker.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_WORKERS)

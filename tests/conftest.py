@@ -1,5 +1,6 @@
 """Shared fixtures: import paths, the committed MNIST subset, the built and served site."""
 
+import fcntl
 import functools
 import http.server
 import json
@@ -32,21 +33,11 @@ SLOW_MODULES = {"test_site", "test_cli"}
 SLOW_FIXTURES = {"built_site", "site_url", "browser"}
 
 
-# Two workers (`pytest -n 2 --dist loadgroup`, pytest-xdist) share the machine's two cores. Each test module
-# runs whole, in order, on one worker: module fixtures are built once, and a quick run leaves its fingerprints in
-# the cache for the check that follows it. Every test that builds or serves the site runs on one worker, so two
-# Nikola builds never write output/ at once.
-SITE_FIXTURES = {"built_site", "site_url"}
-
-
 def pytest_collection_modifyitems(items):
-    site_modules = {item.nodeid.split("::")[0] for item in items if SITE_FIXTURES & set(item.fixturenames)}
     for item in items:
         module = getattr(item, "module", None)
         if (module is not None and module.__name__ in SLOW_MODULES) or SLOW_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
-        path = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("site" if path in site_modules else path))
 
 
 def _full_mnist_missing():
@@ -122,15 +113,23 @@ def run_python(args, env=None, cwd=REPO_ROOT, timeout=600):
 
 @pytest.fixture(scope="session")
 def built_site():
-    """Build the site with `nikola build --strict` (incremental) and return output/."""
-    result = subprocess.run(
-        [str(VENV_BIN / "nikola"), "build", "--strict"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
+    """Build the site with `nikola build --strict` (incremental) and return output/.
+
+    Under two pytest workers (`make test`: pytest-xdist, one test file per worker) two files may ask for the
+    site at once: a lock makes the second build wait for the first, and then find nothing to do.
+    """
+    lock_path = REPO_ROOT / "cache" / "site-build.lock"
+    lock_path.parent.mkdir(exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = subprocess.run(
+            [str(VENV_BIN / "nikola"), "build", "--strict"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return REPO_ROOT / "output"
 
