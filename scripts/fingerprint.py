@@ -297,7 +297,9 @@ def static_call_graph(module_name, names):
     another by a name (its module's or one it imports, at the top or inside
     the function) or by ``module.attribute`` for a module of ours it
     imports. Each definition's digest is that of its syntax tree without
-    docstrings, so comments, formatting and docstrings do not enter.
+    docstrings and import statements, plus what its names from other
+    packages resolve to (`_definition_digest`), so comments, formatting,
+    docstrings and where an import is written do not enter.
     """
     indices = {}
     graph = {}
@@ -314,9 +316,8 @@ def static_call_graph(module_name, names):
                 todo.append(imports[name])  # a name imported from another module of ours
             continue
         node = definitions[name]
-        tree = _without_docstrings(ast.Module(body=[_copy(node)], type_ignores=[]))
-        graph[(module_name, name)] = hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
         local = {**imports, **_imports(ast.walk(node))}
+        graph[(module_name, name)] = _definition_digest(node, local)
         for sub in ast.walk(node):
             if isinstance(sub, ast.Name):
                 if sub.id in local and local[sub.id][1] is not None:
@@ -332,6 +333,24 @@ def static_call_graph(module_name, names):
 
 def _copy(node):
     return ast.parse(ast.unparse(node)).body[0]
+
+
+class _WithoutImports(ast.NodeTransformer):
+    def visit_Import(self, node):
+        return None
+
+    visit_ImportFrom = visit_Import
+
+
+def _definition_digest(node, local):
+    """SHA-256 of a definition's syntax tree without docstrings or import statements, and of what the
+    names it uses from modules not ours resolve to: where an import is written (at the top of the
+    module or inside the function) does not enter; which module a name comes from does."""
+    tree = _WithoutImports().visit(_without_docstrings(ast.Module(body=[_copy(node)], type_ignores=[])))
+    used = {sub.id for sub in ast.walk(node) if isinstance(sub, ast.Name)}
+    external = sorted([name, *local[name]] for name in used if name in local and _module_file(local[name][0]) is None)
+    text = ast.dump(tree, annotate_fields=False) + json.dumps(external)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def static_call_graph_guard(module_name, names):
