@@ -11,10 +11,14 @@ PYTHON := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup site generated test test-fast serve benchmark iwae avb flows likelihoods clean
+.PHONY: setup setup-backends site generated test test-fast serve benchmark iwae avb flows likelihoods clean
 
 setup:
 	@bash scripts/setup.sh
+
+# The tests also run under the JAX and PyTorch backends (requirements-backends.txt).
+setup-backends:
+	@bash scripts/setup.sh --backends
 
 # One process checks every record (fingerprints come from cache/fingerprints
 # when the code is unchanged), redraws stale figures and diagrams, retrains the
@@ -28,10 +32,10 @@ site: generated
 # Two pytest workers, one per core; each test file runs whole, in order, on one worker.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
-test: setup
+test: setup-backends
 	$(VENV)/bin/python -m pytest $(PYTEST_WORKERS)
 
-test-fast: setup
+test-fast: setup-backends
 	$(VENV)/bin/python -m pytest $(PYTEST_WORKERS) -m "not slow"
 
 # The side-by-side speed benchmark (tens of minutes; run it on an idle machine).

@@ -268,8 +268,8 @@ def classification(settings):
     """Bayesian softmax regression against maximum likelihood on digits."""
     import keras
 
-    from likelihoods import categorical_nll
-    from skeleton import NegativeLogLikelihood, build_task_model, fit, load_task, predictive_samples
+    from likelihoods import NegativeLogLikelihood, categorical_nll
+    from skeleton import build_task_model, fit, load_task, predictive_samples
 
     (x_train, y_train), (x_test, y_test) = load_task("digits", seed=settings["seed"])
     model, likelihood = build_task_model("digits", x_train.shape[-1])

@@ -43,6 +43,16 @@ if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$requirements_hash" ]; 
   echo "$requirements_hash" > .venv/.requirements.sha256
 fi
 
+# The JAX and PyTorch backends, for the tests only (`setup.sh --backends`).
+if [ "${1:-}" = "--backends" ]; then
+  backends_hash=$(sha256sum requirements-backends.txt | cut -d' ' -f1)
+  if [ "$(cat .venv/.requirements-backends.sha256 2>/dev/null)" != "$backends_hash" ]; then
+    echo "setup: installing requirements-backends.txt (JAX, the CPU build of PyTorch) into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-backends.txt
+    echo "$backends_hash" > .venv/.requirements-backends.sha256
+  fi
+fi
+
 # npm packages, pinned by package-lock.json. The site serves none of them:
 # mathjax-full typesets the maths when the site is built (so pages load no
 # MathJax script), axe-core is injected into pages by the accessibility tests.

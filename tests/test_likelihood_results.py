@@ -153,15 +153,15 @@ def test_a_changed_likelihood_moves_the_fingerprint_of_the_regression_part(monke
     """Behaviour, not source text: a Gaussian NLL counted twice (patched in) moves the regression part's
     fingerprint away from the committed one."""
     import fingerprint
-    import skeleton
+    import likelihoods
 
-    original = skeleton.gaussian_nll  # the loss calls it by the name it imported
+    original = likelihoods.gaussian_nll  # the loss calls it by its module's name
 
     def gaussian_nll(x, mean, log_scale):  # a different definition under the same name
         return 2.0 * original(x, mean, log_scale)
 
     monkeypatch.setattr(fingerprint, "CACHE_DIR", tmp_path)  # the cache is keyed by source, which is unchanged
-    monkeypatch.setattr(skeleton, "gaussian_nll", gaussian_nll)
+    monkeypatch.setattr(likelihoods, "gaussian_nll", gaussian_nll)
     settings = likelihood_experiments.FINGERPRINT["regression"]
     moved = provenance.part_fingerprint("likelihoods", "regression", settings, likelihood_experiments.run_part)
     assert fingerprint.differences(record("regression")["fingerprint"], moved)

@@ -2,9 +2,9 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from keras import ops
 from scipy import integrate, special, stats
 
@@ -18,6 +18,16 @@ from likelihoods import (
     gaussian_nll,
 )
 
+# The precise reference checks run in float64 where the backend computes in it; JAX does so only with
+# `jax_enable_x64` (off by default), so there they run in float32 with float32's tolerance.
+PRECISE = keras.backend.standardize_dtype(ops.convert_to_tensor(np.zeros(1)).dtype)
+
+
+def rtol(float64_rtol):
+    """``float64_rtol`` in float64; a few float32 units in the last place otherwise."""
+    return float64_rtol if PRECISE == "float64" else 2e-6
+
+
 EXTREME_LOGITS = np.array([-1e4, -30.0, -1.0, -0.1, -1e-3, -1e-6, 0.0, 1e-6, 1e-3, 0.1, 1.0, 30.0, 1e4])
 
 
@@ -30,7 +40,7 @@ def test_bernoulli_nll_against_scipy():
     logits = rng.normal(size=(5, 7)) * 4
     x = (rng.random((5, 7)) < 0.5).astype("float64")
     expected = -stats.bernoulli(special.expit(logits)).logpmf(x).sum(axis=-1)
-    np.testing.assert_allclose(numpy(bernoulli_nll(x, ops.convert_to_tensor(logits))), expected, rtol=1e-10)
+    np.testing.assert_allclose(numpy(bernoulli_nll(x, ops.convert_to_tensor(logits))), expected, rtol=rtol(1e-10))
 
 
 def reference_log_normaliser(logit):
@@ -44,17 +54,17 @@ def reference_log_normaliser(logit):
 
 def test_continuous_bernoulli_normaliser_against_quadrature_at_and_near_one_half():
     logits = EXTREME_LOGITS[np.abs(EXTREME_LOGITS) <= 30]
-    ours64 = numpy(continuous_bernoulli_log_normaliser(ops.convert_to_tensor(logits, "float64")))
+    ours64 = numpy(continuous_bernoulli_log_normaliser(ops.convert_to_tensor(logits, PRECISE)))
     ours32 = numpy(continuous_bernoulli_log_normaliser(ops.convert_to_tensor(logits, "float32")))
     expected = np.array([reference_log_normaliser(logit) for logit in logits])
-    np.testing.assert_allclose(ours64, expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours64, expected, rtol=rtol(1e-9), atol=rtol(1e-9))
     np.testing.assert_allclose(ours32, expected, rtol=1e-6, atol=1e-6)
-    assert ours64[logits == 0][0] == pytest.approx(math.log(2), abs=1e-12)
+    assert ours64[logits == 0][0] == pytest.approx(math.log(2), abs=rtol(1e-12))
 
 
 def test_continuous_bernoulli_normaliser_at_logits_of_ten_thousand():
     """For |l| = 1e4, ``C = l / tanh(l / 2) = 1e4`` to double precision: ``log C = log 1e4``."""
-    for dtype in ("float32", "float64"):
+    for dtype in sorted({"float32", PRECISE}):
         values = numpy(continuous_bernoulli_log_normaliser(ops.convert_to_tensor([-1e4, 1e4], dtype)))
         np.testing.assert_allclose(values, [math.log(1e4)] * 2, rtol=1e-6)
 
@@ -64,10 +74,10 @@ def test_continuous_bernoulli_nll_is_a_normalised_density_against_scipy():
     rng = np.random.default_rng(1)
     for logit in (-5.0, -1e-4, 0.0, 0.7, 12.0):
         density = lambda x, logit=logit: math.exp(  # noqa: E731
-            -float(numpy(continuous_bernoulli_nll(np.array([[x]]), ops.convert_to_tensor([[logit]], "float64")))[0])
+            -float(numpy(continuous_bernoulli_nll(np.array([[x]]), ops.convert_to_tensor([[logit]], PRECISE)))[0])
         )
         total, _ = integrate.quad(density, 0, 1, epsrel=1e-10)
-        assert total == pytest.approx(1.0, abs=1e-8), logit
+        assert total == pytest.approx(1.0, abs=rtol(1e-8)), logit
     x = rng.random((4, 6))
     logits = rng.normal(size=(4, 6)) * 3
     expected = -np.sum(
@@ -76,17 +86,43 @@ def test_continuous_bernoulli_nll_is_a_normalised_density_against_scipy():
         + np.vectorize(reference_log_normaliser)(logits),
         axis=-1,
     )
-    np.testing.assert_allclose(numpy(continuous_bernoulli_nll(x, ops.convert_to_tensor(logits))), expected, rtol=1e-9)
+    np.testing.assert_allclose(
+        numpy(continuous_bernoulli_nll(x, ops.convert_to_tensor(logits))), expected, rtol=rtol(1e-9)
+    )
+
+
+def value_and_gradient(function, values):
+    """``function(values)`` and the gradient of its sum with respect to ``values``, on any Keras backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        variable = tf.Variable(values)
+        with tf.GradientTape() as tape:
+            result = function(variable)
+        return result.numpy(), tape.gradient(result, variable).numpy()
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        result, pullback = jax.vjp(function, jnp.asarray(values))
+        return np.asarray(result), np.asarray(pullback(jnp.ones_like(result))[0])
+    if backend == "torch":
+        import torch
+
+        tensor = torch.tensor(values, requires_grad=True)
+        result = function(tensor)
+        result.sum().backward()
+        return result.detach().numpy(), tensor.grad.numpy()
+    raise NotImplementedError(f"no gradient helper for the {backend} backend")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_continuous_bernoulli_is_finite_with_finite_gradients_at_extreme_logits(dtype):
-    logits = tf.Variable(np.tile(EXTREME_LOGITS, (3, 1)).astype(dtype))
+    logits = np.tile(EXTREME_LOGITS, (3, 1)).astype(dtype)
     x = np.tile(np.linspace(0, 1, len(EXTREME_LOGITS)), (3, 1)).astype(dtype)
-    with tf.GradientTape() as tape:
-        nll = continuous_bernoulli_nll(x, logits)
-    gradient = tape.gradient(nll, logits).numpy()
-    assert np.all(np.isfinite(nll.numpy())) and np.all(np.isfinite(gradient))
+    nll, gradient = value_and_gradient(lambda t: continuous_bernoulli_nll(x, t), logits)
+    assert np.all(np.isfinite(nll)) and np.all(np.isfinite(gradient))
     # d log C / d l is odd and smooth through 0 (l / 6 near 0), and x - sigmoid(l) comes from the Bernoulli part.
     near_zero = np.abs(EXTREME_LOGITS) < 1e-2
     np.testing.assert_allclose(
@@ -102,7 +138,7 @@ def test_gaussian_nll_against_scipy_homoscedastic_and_heteroscedastic():
     for log_scale in (per_output, per_dimension):
         expected = -stats.norm(mean, np.exp(log_scale)).logpdf(x).sum(axis=-1)
         ours = gaussian_nll(x, ops.convert_to_tensor(mean), ops.convert_to_tensor(np.broadcast_to(log_scale, (5, 3))))
-        np.testing.assert_allclose(numpy(ours), expected, rtol=1e-10)
+        np.testing.assert_allclose(numpy(ours), expected, rtol=rtol(1e-10))
 
 
 def test_gaussian_nll_broadcasts_over_monte_carlo_samples_and_stays_finite():
@@ -128,7 +164,7 @@ def test_categorical_nll_against_scipy_and_at_huge_logits():
         -stats.multinomial(1, special.softmax(row)).logpmf(np.eye(10)[label])
         for row, label in zip(logits, labels, strict=True)
     ]
-    np.testing.assert_allclose(numpy(categorical_nll(labels, ops.convert_to_tensor(logits))), expected, rtol=1e-9)
+    np.testing.assert_allclose(numpy(categorical_nll(labels, ops.convert_to_tensor(logits))), expected, rtol=rtol(1e-9))
     huge = ops.convert_to_tensor([[1e4, -1e4, 0.0]], "float32")
     np.testing.assert_allclose(numpy(categorical_nll(np.array([1]), huge)), [2e4], rtol=1e-6)
     samples = ops.convert_to_tensor(np.zeros((2, 4, 3)), "float32")

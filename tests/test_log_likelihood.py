@@ -16,8 +16,8 @@ from keras import ops
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+from kl_divergence import gaussian_log_density
 from log_likelihood import (
-    gaussian_log_density,
     importance_sampled_log_likelihood,
     log_importance_weights,
     log_mean_exp,

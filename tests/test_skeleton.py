@@ -8,11 +8,10 @@ import pytest
 from keras import ops
 from scipy import special, stats
 
-from likelihoods import continuous_bernoulli_mean, sample_from
+from likelihoods import NegativeLogLikelihood, continuous_bernoulli_mean, sample_from
 from skeleton import (
     BayesianDense,
     GlobalPosterior,
-    NegativeLogLikelihood,
     build_decoder,
     build_global_encoder,
     build_linear_decoder,

@@ -31,7 +31,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402  (only for tf.data, which feeds every Keras backend)
 from keras import layers, ops  # noqa: E402
 
 from kl_divergence import (  # noqa: E402
@@ -167,6 +166,8 @@ def build_kl_vae(
 # [start batches]
 def kl_vae_batches(x, batch_size, mc_samples, latent_dim, adversarial, binarize=True, shuffle=True, seed=None):
     """`monte_carlo_batches`, plus fresh prior draws ``z_prior`` for an adversarial model."""
+    import tensorflow as tf  # only for tf.data, which can feed every Keras backend
+
     batches = monte_carlo_batches(x, batch_size, mc_samples, latent_dim, binarize, shuffle, seed)
     if not adversarial:
         return batches

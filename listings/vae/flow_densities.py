@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from flows import FLOWS, build_flow, check_flow_kind, check_num_flows  # noqa: E402
-from log_likelihood import gaussian_log_density  # noqa: E402
+from kl_divergence import gaussian_log_density  # noqa: E402
 from variational_autoencoder import PACKAGE, check_positive_int  # noqa: E402
 
 TARGETS = ("U1", "U2", "U3", "U4")

@@ -42,8 +42,8 @@ import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from importance_weighted import IWAE_DEFAULTS, paper_schedule  # noqa: E402
-from kl_divergence import MonteCarloKL  # noqa: E402
-from log_likelihood import gaussian_log_density, importance_sampled_log_likelihood  # noqa: E402
+from kl_divergence import MonteCarloKL, gaussian_log_density  # noqa: E402
+from log_likelihood import importance_sampled_log_likelihood  # noqa: E402
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
 from train import binarize_once, check_intensities, monte_carlo_batches  # noqa: E402
 from variational_autoencoder import (  # noqa: E402

@@ -25,17 +25,22 @@ compare the three on a pair of Gaussians whose KL is known.
 """
 
 import argparse
+import math
 import sys
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from log_likelihood import gaussian_log_density
 from variational_autoencoder import PACKAGE, check_positive_int, check_positive_ints, gaussian_kl_divergence
 
 ESTIMATORS = ("closed_form", "monte_carlo", "adversarial", "adaptive_contrast")
 ADVERSARIAL_ESTIMATORS = ("adversarial", "adaptive_contrast")
+
+
+def gaussian_log_density(z, mean, log_var):
+    """``log N(z; mean, diag(exp(log_var)))`` summed over the last axis, in nats."""
+    return -0.5 * ops.sum(math.log(2 * math.pi) + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1)
 
 
 # [start kl-interface]
@@ -173,16 +178,22 @@ class AdversarialKL(KLDivergence):
 
     def call(self, inputs):
         self.check_inputs(inputs)
+        kl_for_encoder, other_losses = self.kl_terms_and_losses(inputs)
+        for loss in [ops.mean(kl_for_encoder), *other_losses]:
+            self.add_loss(loss)
+        return inputs
+
+    def kl_terms_and_losses(self, inputs):
+        """``T(x, z)`` with its gradient routed to the encoder only, and the discriminator's logistic loss."""
         x = inputs["x"]
         z_seen, known = self.contrast(inputs["z"])
         t_posterior = self.discriminator([x, z_seen])
         t_posterior_fixed = self.discriminator([x, ops.stop_gradient(z_seen)])
         kl_for_encoder = t_posterior - t_posterior_fixed + ops.stop_gradient(t_posterior_fixed) + known
-        self.add_loss(ops.mean(kl_for_encoder))
-        if "z_prior" in inputs:
-            t_prior = self.discriminator([x, self.prior_contrast(inputs["z_prior"])])
-            self.add_loss(discriminator_loss(t_posterior_fixed, t_prior))
-        return inputs
+        if "z_prior" not in inputs:
+            return kl_for_encoder, []
+        t_prior = self.discriminator([x, self.prior_contrast(inputs["z_prior"])])
+        return kl_for_encoder, [discriminator_loss(t_posterior_fixed, t_prior)]
 
     def get_config(self):
         return {**super().get_config(), "discriminator": keras.saving.serialize_keras_object(self.discriminator)}

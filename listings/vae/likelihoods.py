@@ -217,6 +217,98 @@ def categorical_nll(labels, logits):
 # [end categorical]
 
 
+def check_likelihood(likelihood):
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"Expected a likelihood in {LIKELIHOODS}. Received: likelihood={likelihood!r}")
+    return likelihood
+
+
+# [start loss]
+def parameter_width(likelihood, data_dim, heteroscedastic=False):
+    """Outputs the decoder needs per example: one per dimension, two for a heteroscedastic Gaussian."""
+    check_likelihood(likelihood)
+    return 2 * data_dim if likelihood == "gaussian" and heteroscedastic else data_dim
+
+
+def negative_log_likelihood(likelihood, y, parameters):
+    """``-log p(y | parameters)`` per example and sample, shape (batch, samples): see `NegativeLogLikelihood`."""
+    parameters = ops.convert_to_tensor(parameters)
+    y = ops.convert_to_tensor(y)
+    check_parameter_shape(likelihood, y, parameters)
+    if likelihood == "categorical":
+        labels = ops.reshape(y, (-1,)) if len(y.shape) > 1 else y
+        return categorical_nll(labels, parameters)
+    if likelihood == "gaussian":
+        mean, log_scale = ops.split(parameters, 2, axis=-1)
+        return gaussian_nll(y, mean, log_scale)
+    if likelihood == "continuous_bernoulli":
+        return continuous_bernoulli_nll(y, parameters)
+    return bernoulli_nll(y, parameters)
+
+
+def check_parameter_shape(likelihood, y, parameters):
+    """A clear error unless ``parameters`` has the width the likelihood needs for targets ``y``."""
+    if likelihood == "categorical":
+        if len(y.shape) > 1 and y.shape[-1] != 1:
+            raise ValueError(
+                "Expected integer labels of shape (batch,) for a categorical likelihood. "
+                f"Received: y.shape={tuple(y.shape)}"
+            )
+        return
+    expected = 2 * y.shape[-1] if likelihood == "gaussian" else y.shape[-1]
+    if parameters.shape[-1] != expected:
+        what = "a mean and a log scale per dimension" if likelihood == "gaussian" else "one logit per dimension"
+        raise ValueError(
+            f"Expected {what} ({expected} outputs) for targets of shape {tuple(y.shape)} under the "
+            f"{likelihood} likelihood. Received: parameters.shape={tuple(parameters.shape)}"
+        )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class NegativeLogLikelihood(keras.losses.Loss):
+    """``-log p(y | parameters)`` in nats for a named likelihood, summed over data dimensions.
+
+    ``parameters`` has shape (batch, samples, width): logits of width ``dim``
+    (Bernoulli, continuous Bernoulli), a mean and a log standard deviation
+    side by side, width ``2 * dim`` (Gaussian), or class logits (categorical,
+    with integer labels ``y`` of shape (batch,)). The result has shape
+    (batch, samples) and is multiplied by ``scale``: 1 for a VAE, whose loss
+    is per example, and the training-set size for a global posterior, whose
+    KL is paid once per data set (the loss is then that data set's -ELBO).
+    """
+
+    def __init__(self, likelihood="bernoulli", scale=1.0, name=None, **kwargs):
+        super().__init__(name=name or f"{check_likelihood(likelihood)}_nll", **kwargs)
+        self.likelihood = likelihood
+        self.scale = float(scale)
+
+    def call(self, y, parameters):
+        return self.scale * negative_log_likelihood(self.likelihood, y, parameters)
+
+    def get_config(self):
+        return {**super().get_config(), "likelihood": self.likelihood, "scale": self.scale}
+
+
+# [end loss]
+
+
+# [start head]
+def likelihood_head(outputs, likelihood, heteroscedastic=False):
+    """The decoder's last linear outputs as the likelihood's parameters.
+
+    Only the homoscedastic Gaussian adds anything: one learned log scale per
+    dimension, concatenated after the mean. Every other head is its logits,
+    or (heteroscedastic Gaussian) a mean and a log scale per output already.
+    """
+    if check_likelihood(likelihood) == "gaussian" and not heteroscedastic:
+        mean, log_scale = LearnedLogScale(name="log_scale")(outputs)
+        return layers.Concatenate(name="mean_and_log_scale")([mean, log_scale])
+    return outputs
+
+
+# [end head]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(

@@ -42,11 +42,6 @@ MEMORY_BUDGET_BYTES = 1 << 30
 
 
 # [start log-weights]
-def gaussian_log_density(z, mean, log_var):
-    """``log N(z; mean, diag(exp(log_var)))`` summed over the last axis, in nats."""
-    return -0.5 * ops.sum(math.log(2 * math.pi) + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1)
-
-
 def log_importance_weights(x, z_mean, z_log_var, log_likelihood, eps):
     """``log w = log p(x|z) + log p(z) - log q(z|x)`` at ``z = z_mean + exp(z_log_var / 2) * eps``.
 

@@ -28,17 +28,13 @@ import sys
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers, ops
 
 from likelihoods import (
-    LIKELIHOODS,
-    LearnedLogScale,
-    bernoulli_nll,
-    categorical_nll,
+    NegativeLogLikelihood,
     check_support,
-    continuous_bernoulli_nll,
-    gaussian_nll,
+    likelihood_head,
+    parameter_width,
 )
 from log_likelihood import importance_sampled_log_likelihood
 from variational_autoencoder import (
@@ -51,93 +47,7 @@ from variational_autoencoder import (
 )
 
 
-def check_likelihood(likelihood):
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"Expected a likelihood in {LIKELIHOODS}. Received: likelihood={likelihood!r}")
-    return likelihood
-
-
-# [start loss]
-def parameter_width(likelihood, data_dim, heteroscedastic=False):
-    """Outputs the decoder needs per example: one per dimension, two for a heteroscedastic Gaussian."""
-    check_likelihood(likelihood)
-    return 2 * data_dim if likelihood == "gaussian" and heteroscedastic else data_dim
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class NegativeLogLikelihood(keras.losses.Loss):
-    """``-log p(y | parameters)`` in nats for a named likelihood, summed over data dimensions.
-
-    ``parameters`` has shape (batch, samples, width): logits of width ``dim``
-    (Bernoulli, continuous Bernoulli), a mean and a log standard deviation
-    side by side, width ``2 * dim`` (Gaussian), or class logits (categorical,
-    with integer labels ``y`` of shape (batch,)). The result has shape
-    (batch, samples) and is multiplied by ``scale``: 1 for a VAE, whose loss
-    is per example, and the training-set size for a global posterior, whose
-    KL is paid once per data set (the loss is then that data set's -ELBO).
-    """
-
-    def __init__(self, likelihood="bernoulli", scale=1.0, name=None, **kwargs):
-        super().__init__(name=name or f"{check_likelihood(likelihood)}_nll", **kwargs)
-        self.likelihood = likelihood
-        self.scale = float(scale)
-
-    def check_shapes(self, y, parameters):
-        width = parameters.shape[-1]
-        if self.likelihood == "categorical":
-            if len(y.shape) > 1 and y.shape[-1] != 1:
-                raise ValueError(
-                    "Expected integer labels of shape (batch,) for a categorical likelihood. "
-                    f"Received: y.shape={tuple(y.shape)}"
-                )
-            return
-        expected = 2 * y.shape[-1] if self.likelihood == "gaussian" else y.shape[-1]
-        if width != expected:
-            what = (
-                "a mean and a log scale per dimension" if self.likelihood == "gaussian" else "one logit per dimension"
-            )
-            raise ValueError(
-                f"Expected {what} ({expected} outputs) for targets of shape {tuple(y.shape)} under the "
-                f"{self.likelihood} likelihood. Received: parameters.shape={tuple(parameters.shape)}"
-            )
-
-    def call(self, y, parameters):
-        parameters = ops.convert_to_tensor(parameters)
-        y = ops.convert_to_tensor(y)
-        self.check_shapes(y, parameters)
-        if self.likelihood == "categorical":
-            labels = ops.reshape(y, (-1,)) if len(y.shape) > 1 else y
-            nll = categorical_nll(labels, parameters)
-        elif self.likelihood == "gaussian":
-            mean, log_scale = ops.split(parameters, 2, axis=-1)
-            nll = gaussian_nll(y, mean, log_scale)
-        elif self.likelihood == "continuous_bernoulli":
-            nll = continuous_bernoulli_nll(y, parameters)
-        else:
-            nll = bernoulli_nll(y, parameters)
-        return self.scale * nll
-
-    def get_config(self):
-        return {**super().get_config(), "likelihood": self.likelihood, "scale": self.scale}
-
-
-# [end loss]
-
-
 # [start decoder]
-def likelihood_head(outputs, likelihood, heteroscedastic=False):
-    """The decoder's last linear outputs as the likelihood's parameters.
-
-    Only the homoscedastic Gaussian adds anything: one learned log scale per
-    dimension, concatenated after the mean. Every other head is its logits,
-    or (heteroscedastic Gaussian) a mean and a log scale per output already.
-    """
-    if check_likelihood(likelihood) == "gaussian" and not heteroscedastic:
-        mean, log_scale = LearnedLogScale(name="log_scale")(outputs)
-        return layers.Concatenate(name="mean_and_log_scale")([mean, log_scale])
-    return outputs
-
-
 def build_decoder(
     likelihood, data_dim=784, intermediate_dim=256, latent_dim=2, hidden_layers=1, activation="relu",
     heteroscedastic=False,
@@ -274,6 +184,8 @@ def batches(x, y, batch_size, mc_samples, latent_dim, dequantize=False, shuffle=
     a density on [0, 1] fitted to such data bounds the log-probability of
     the 8-bit levels from below (Theis, van den Oord & Bethge 2016).
     """
+    import tensorflow as tf  # only for tf.data, which can feed every Keras backend
+
     batch_size = check_positive_int("batch_size", batch_size)
     count, steps = len(x), -(-len(x) // batch_size)
     if y is not None and len(y) != count:

@@ -18,7 +18,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402  (only for tf.data, which feeds every Keras backend)
 
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
 from variational_autoencoder import (  # noqa: E402
@@ -87,6 +86,8 @@ def monte_carlo_batches(x, batch_size, mc_samples, latent_dim, binarize=True, sh
         shuffle: reshuffle the examples every epoch.
         seed: seed of the generator (None: a different stream every run).
     """
+    import tensorflow as tf  # only for tf.data, which can feed every Keras backend
+
     x = check_intensities(x)
     batch_size = check_positive_int("batch_size", batch_size)
     mc_samples = check_positive_int("mc_samples", mc_samples)

@@ -1,0 +1,270 @@
+"""One VAE, composed from parts: swap one part and keep the others.
+
+A model is an encoder and a decoder network and four choices:
+
+* the posterior ``q(z|x)``: ``"gaussian"`` (diagonal, reparameterised as in
+  the first post), ``"planar"`` or ``"iaf"`` (that Gaussian followed by a
+  flow of ``num_flows`` steps), or ``"implicit"`` (the noise goes through the
+  encoder network with the image, so ``q`` has no density);
+* the divergence, ``log p(z) - log q(z|x)`` at every sample of ``z``:
+  ``"closed_form"`` (minus the Gaussian KL, the same for every sample),
+  ``"monte_carlo"`` (both log-densities evaluated at the sample), or the
+  estimate of a discriminator ``T(x, z)`` trained in the same step:
+  ``"adversarial"`` or ``"adaptive_contrast"`` (Mescheder, Nowozin & Geiger
+  2017);
+* the likelihood ``p(x|z)``: ``"bernoulli"``, ``"continuous_bernoulli"``,
+  ``"gaussian"`` (one learned scale per dimension, or one per output with
+  ``heteroscedastic=True``) or ``"categorical"`` (one label per example);
+* the objective, a reduction over the samples of the per-sample log weight
+  ``log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x)``: the ELBO is its
+  mean, the IWAE bound (Burda, Grosse & Salakhutdinov 2015) its log-mean-exp.
+
+The number of samples ``S`` is data: the noise ``eps`` is an input of shape
+(batch, S, latent_dim) with ``S`` left free, so one model trains with S = 1
+and is scored with S = 5000 without being rebuilt. Combinations without a
+meaning are refused when the model is built (`check_parts`).
+
+Run ``python compose.py --posterior iaf --likelihood continuous_bernoulli
+--objective iwae`` to print the summary of one such model.
+"""
+
+import argparse
+import sys
+
+import keras
+from keras import layers, ops
+
+from avb import build_implicit_encoder
+from flows import FLOWS, FlowKL, build_flow
+from importance_weighted import OBJECTIVES, BoundModel, bound_from_log_weights
+from kl_divergence import (
+    ADVERSARIAL_ESTIMATORS,
+    ESTIMATORS,
+    AdaptiveContrastKL,
+    AdversarialKL,
+    ClosedFormKL,
+    MonteCarloKL,
+    build_discriminator,
+)
+from likelihoods import LIKELIHOODS, negative_log_likelihood
+from skeleton import build_decoder
+from variational_autoencoder import PACKAGE, build_encoder, check_positive_ints, hidden_name, reparameterize
+
+POSTERIORS = ("gaussian", *FLOWS, "implicit")
+DIVERGENCES = ESTIMATORS
+
+
+# [start check-parts]
+def check_parts(posterior, divergence, likelihood, objective):
+    """A ValueError naming the part and the reason for a choice the skeleton cannot build."""
+    for part, value, choices in (
+        ("posterior", posterior, POSTERIORS),
+        ("divergence", divergence, DIVERGENCES),
+        ("likelihood", likelihood, LIKELIHOODS),
+        ("objective", objective, OBJECTIVES),
+    ):
+        if value not in choices:
+            raise ValueError(f"Expected `{part}` to be one of {choices}. Received: {part}={value!r}")
+    if divergence == "closed_form" and posterior != "gaussian":
+        raise ValueError(
+            f"divergence='closed_form' needs posterior='gaussian': the KL of a {posterior} posterior from the "
+            "prior has no closed form. Use divergence='monte_carlo' or an adversarial one."
+        )
+    if posterior == "implicit" and divergence not in ADVERSARIAL_ESTIMATORS:
+        raise ValueError(
+            "posterior='implicit' has no density, so only a discriminator can estimate its log density ratio: "
+            f"divergence in {ADVERSARIAL_ESTIMATORS}. Received: divergence={divergence!r}"
+        )
+    if objective == "iwae" and divergence != "monte_carlo":
+        raise ValueError(
+            "objective='iwae' weights every sample by p(x, z) / q(z|x), so it needs log p(z) - log q(z|x) "
+            "exactly at each sample: divergence='monte_carlo'. The closed form gives only its mean over q, "
+            f"and a discriminator only estimates it. Received: divergence={divergence!r}"
+        )
+
+
+# [end check-parts]
+
+
+# [start parts]
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PerSampleLogRatio(layers.Layer):
+    """``log p(z) - log q(z|x)`` at every sample of ``z``, as a KL ``estimator`` layer estimates it.
+
+    The estimator's KL (per example for the closed form, per sample
+    otherwise) is negated and broadcast to shape (batch, samples), so every
+    divergence hands the objective the same tensor. An adversarial
+    estimator's discriminator loss is added with `add_loss`, and its
+    estimate reaches the encoder only (see `AdversarialKL`).
+
+    Call arguments:
+        inputs: the dict of tensors the estimator reads, with ``z``
+            (batch, samples, latent_dim).
+    """
+
+    def __init__(self, estimator, **kwargs):
+        super().__init__(**kwargs)
+        self.estimator = estimator
+
+    def build(self, input_shape):
+        self.estimator.build(input_shape)  # the estimator's checks of the shapes
+
+    def call(self, inputs):
+        self.estimator.check_inputs(inputs)
+        if isinstance(self.estimator, AdversarialKL):
+            kl, other_losses = self.estimator.kl_terms_and_losses(inputs)
+        else:
+            kl, other_losses = self.estimator.kl_terms(inputs), []
+        for loss in other_losses:
+            self.add_loss(loss)
+        samples = ops.zeros_like(inputs["z"][..., 0])  # (batch, samples)
+        return -(ops.expand_dims(kl, -1) if len(kl.shape) < len(samples.shape) else kl) + samples
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape["z"][:-1])
+
+    def get_config(self):
+        return {**super().get_config(), "estimator": keras.saving.serialize_keras_object(self.estimator)}
+
+    @classmethod
+    def from_config(cls, config):
+        config["estimator"] = keras.saving.deserialize_keras_object(config["estimator"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class NegativeObjective(keras.losses.Loss):
+    """Minus the ELBO or the IWAE bound per example, in nats, for any likelihood.
+
+    ``y_pred`` is the pair ``[parameters, log_ratio]``: the parameters of
+    ``p(x|z)`` for every sample, (batch, samples, width), and
+    ``log p(z) - log q(z|x)``, (batch, samples). Their sum, the log weight
+    ``log w``, is reduced over the samples by its mean (ELBO) or its
+    log-mean-exp (IWAE bound), which never exponentiates ``log w``.
+    """
+
+    def __init__(self, objective="elbo", likelihood="bernoulli", name=None, **kwargs):
+        check_parts("gaussian", "monte_carlo", likelihood, objective)
+        super().__init__(name=name or f"negative_{objective}", **kwargs)
+        self.objective, self.likelihood = objective, likelihood
+
+    def call(self, x, y_pred):
+        parameters, log_ratio = y_pred
+        log_w = -negative_log_likelihood(self.likelihood, x, parameters) + log_ratio
+        return -bound_from_log_weights(log_w, self.objective)
+
+    def get_config(self):
+        return {**super().get_config(), "objective": self.objective, "likelihood": self.likelihood}
+
+
+# [end parts]
+
+
+# [start compose]
+def compose_vae(
+    data_dim,
+    latent_dim=2,
+    posterior="gaussian",
+    divergence="closed_form",
+    likelihood="bernoulli",
+    objective="elbo",
+    hidden_units=256,
+    hidden_layers=1,
+    activation="relu",
+    num_flows=2,
+    flow_hidden_units=64,
+    heteroscedastic=False,
+    num_classes=None,
+    discriminator_units=64,
+    discriminator_layers=2,
+):
+    """The VAE with the parts named; compile it with ``loss=NegativeObjective(objective, likelihood)``.
+
+    Inputs ``[x, eps]`` (``x`` (batch, data_dim); ``eps`` standard normal,
+    (batch, S, latent_dim), any ``S``), plus ``z_prior`` (draws from
+    ``p(z)`` of the shape of ``eps``) for the adversarial divergences.
+    Outputs ``[parameters, log_ratio]``: the likelihood's parameters for
+    every sample and ``log p(z) - log q(z|x)`` per sample. A categorical
+    likelihood models one label per example (``data_dim=1``) among
+    ``num_classes``.
+    """
+    check_parts(posterior, divergence, likelihood, objective)
+    check_positive_ints(
+        data_dim=data_dim, latent_dim=latent_dim, hidden_units=hidden_units, hidden_layers=hidden_layers
+    )
+    if likelihood == "categorical":
+        check_positive_ints(num_classes=num_classes)
+        if data_dim != 1:
+            raise ValueError(f"A categorical likelihood models one label per example: data_dim=1. Received: {data_dim}")
+
+    x = keras.Input(shape=(data_dim,), name="x")
+    eps = keras.Input(shape=(None, latent_dim), name="eps")
+    inputs, terms = [x, eps], {"x": x}
+    if posterior == "implicit":
+        z = build_implicit_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)([x, eps])
+    else:
+        encoder = build_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)
+        if posterior in FLOWS:  # the flow also reads the encoder's last hidden layer
+            context = encoder.get_layer(hidden_name("encoder_hidden", hidden_layers - 1)).output
+            encoder = keras.Model(encoder.inputs[0], [*encoder.outputs, context], name="encoder")
+            z_mean, z_log_var, context = encoder(x)
+            z_0 = reparameterize(z_mean, z_log_var, eps)
+            flow = build_flow(posterior, num_flows, latent_dim, hidden_units, flow_hidden_units)
+            z, log_det = flow([z_0, context])
+            terms.update(z_0=z_0, log_det=log_det)
+        else:
+            z_mean, z_log_var = encoder(x)
+            z = reparameterize(z_mean, z_log_var, eps)
+        terms.update(z_mean=z_mean, z_log_var=z_log_var)
+    terms["z"] = z
+
+    if divergence in ADVERSARIAL_ESTIMATORS:
+        terms["z_prior"] = keras.Input(shape=(None, latent_dim), name="z_prior")
+        inputs.append(terms["z_prior"])
+        discriminator = build_discriminator(data_dim, latent_dim, discriminator_units, discriminator_layers)
+        estimator = {"adversarial": AdversarialKL, "adaptive_contrast": AdaptiveContrastKL}[divergence](discriminator)
+    elif divergence == "closed_form":
+        estimator = ClosedFormKL()
+    else:
+        estimator = FlowKL() if posterior in FLOWS else MonteCarloKL()
+    log_ratio = PerSampleLogRatio(estimator, name="log_ratio")(terms)
+
+    width = num_classes if likelihood == "categorical" else data_dim
+    decoder = build_decoder(
+        likelihood, width, hidden_units, latent_dim, hidden_layers, activation, heteroscedastic=heteroscedastic
+    )
+    parameters = layers.Identity(name="parameters")(decoder(z))
+    name = f"vae_{posterior}_{divergence}_{likelihood}_{objective}"
+    return BoundModel(inputs=inputs, outputs=[parameters, log_ratio], name=name)
+
+
+# [end compose]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--posterior", default="gaussian", help=f"one of {POSTERIORS} (default: gaussian)")
+    parser.add_argument("--divergence", default=None, help=f"one of {DIVERGENCES} (default: closed_form, or "
+                        "monte_carlo for a flow or the IWAE bound, adversarial for an implicit posterior)")  # fmt: skip
+    parser.add_argument("--likelihood", default="bernoulli", help=f"one of {LIKELIHOODS} (default: bernoulli)")
+    parser.add_argument("--objective", default="elbo", help=f"one of {OBJECTIVES} (default: elbo)")
+    parser.add_argument("--latent-dim", type=int, default=2, help="dimension of z (default: 2)")
+    args = parser.parse_args(argv)
+    divergence = args.divergence
+    if divergence is None:
+        divergence = "adversarial" if args.posterior == "implicit" else "closed_form"
+        divergence = "monte_carlo" if args.posterior in FLOWS or args.objective == "iwae" else divergence
+    categorical = args.likelihood == "categorical"
+    try:
+        vae = compose_vae(
+            1 if categorical else 784, args.latent_dim, args.posterior, divergence, args.likelihood, args.objective,
+            num_classes=10 if categorical else None,
+        )  # fmt: skip
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    vae.summary()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

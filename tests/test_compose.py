@@ -1,0 +1,143 @@
+"""The composed VAE: every valid combination of parts builds, trains a step, takes any S, saves and reloads;
+every invalid one is refused at build time with its reason; the bound is the mean or the log-mean-exp of the
+per-sample log weights, checked against NumPy."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import norm
+
+from compose import DIVERGENCES, OBJECTIVES, POSTERIORS, NegativeObjective, check_parts, compose_vae
+from likelihoods import LIKELIHOODS
+
+DATA_DIM, LATENT_DIM, NUM_CLASSES, BATCH = 5, 2, 3, 4
+
+
+def valid(combination):
+    try:
+        check_parts(*combination)
+    except ValueError:
+        return False
+    return True
+
+
+ALL = list(itertools.product(POSTERIORS, DIVERGENCES, LIKELIHOODS, OBJECTIVES))
+VALID = [c for c in ALL if valid(c)]
+INVALID = [c for c in ALL if not valid(c)]
+
+
+def all_pairs(combinations):
+    """A subset of ``combinations`` in which every pair of choices that occurs at all occurs at least once."""
+
+    def pairs(c):
+        return {(i, c[i], j, c[j]) for i, j in itertools.combinations(range(len(c)), 2)}
+
+    needed, chosen = set().union(*map(pairs, combinations)), []
+    while needed:
+        best = max(combinations, key=lambda c: len(pairs(c) & needed))
+        chosen.append(best)
+        needed -= pairs(best)
+    return chosen
+
+
+PAIRS = all_pairs(VALID)
+
+
+def data(likelihood, rng, count=BATCH):
+    if likelihood == "categorical":
+        return rng.integers(0, NUM_CLASSES, size=(count, 1)).astype("float32")
+    if likelihood == "bernoulli":
+        return (rng.random((count, DATA_DIM)) < 0.5).astype("float32")
+    if likelihood == "continuous_bernoulli":
+        return rng.random((count, DATA_DIM)).astype("float32")
+    return rng.standard_normal((count, DATA_DIM)).astype("float32")
+
+
+def model_inputs(vae, x, samples, rng):
+    noise = [rng.standard_normal((len(x), samples, LATENT_DIM)).astype("float32") for _ in vae.inputs[1:]]
+    return [x, *noise]
+
+
+def tiny(posterior, divergence, likelihood, objective):
+    return compose_vae(
+        1 if likelihood == "categorical" else DATA_DIM, LATENT_DIM, posterior, divergence, likelihood, objective,
+        hidden_units=4, num_flows=2, flow_hidden_units=4, num_classes=NUM_CLASSES, discriminator_units=4,
+    )  # fmt: skip
+
+
+def check_combination(combination, tmp_path):
+    """Builds, takes one training step on S = 2, runs on S = 3, and reloads (safe mode) to identical outputs."""
+    posterior, divergence, likelihood, objective = combination
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    vae = tiny(*combination)
+    vae.compile(optimizer="adam", loss=NegativeObjective(objective, likelihood), run_eagerly=True)
+    x = data(likelihood, rng)
+    before = [w.copy() for w in vae.get_weights()]
+    history = vae.fit(model_inputs(vae, x, 2, rng), x, batch_size=BATCH, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, vae.get_weights(), strict=True))
+    inputs = model_inputs(vae, x, 3, rng)  # S is data: the model trained on S = 2 takes S = 3
+    parameters, log_ratio = (keras.ops.convert_to_numpy(t) for t in vae(inputs))
+    assert parameters.shape[:2] == (BATCH, 3) and log_ratio.shape == (BATCH, 3)
+    assert np.all(np.isfinite(parameters)) and np.all(np.isfinite(log_ratio))
+    path = tmp_path / "vae.keras"
+    vae.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    for ours, theirs in zip((parameters, log_ratio), reloaded(inputs), strict=True):
+        np.testing.assert_array_equal(ours, keras.ops.convert_to_numpy(theirs))
+
+
+@pytest.mark.parametrize("combination", PAIRS, ids="-".join)
+def test_an_all_pairs_subset_of_the_parts_builds_trains_takes_any_s_and_reloads(combination, tmp_path):
+    check_combination(combination, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combination", [c for c in VALID if c not in PAIRS], ids="-".join)
+def test_every_other_valid_combination_builds_trains_takes_any_s_and_reloads(combination, tmp_path):
+    check_combination(combination, tmp_path)
+
+
+@pytest.mark.parametrize("combination", INVALID, ids="-".join)
+def test_every_invalid_combination_is_refused_with_its_reason(combination):
+    posterior, divergence, likelihood, objective = combination
+    with pytest.raises(ValueError) as error:
+        tiny(*combination)
+    if divergence == "closed_form" and posterior != "gaussian":
+        reason = f"the KL of a {posterior} posterior from the prior has no closed form"
+    elif posterior == "implicit" and divergence not in ("adversarial", "adaptive_contrast"):
+        reason = "posterior='implicit' has no density"
+    else:
+        reason = "objective='iwae' weights every sample by p(x, z) / q(z|x)"
+    assert reason in str(error.value)
+
+
+def test_the_matrix_has_what_the_posts_need():
+    assert len(VALID) == 4 * (5 + 4 + 4 + 2)  # per likelihood: Gaussian 5, each flow 4, implicit 2
+    assert len(PAIRS) < len(VALID) / 2
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_the_bound_is_the_mean_or_the_log_mean_exp_of_the_log_weights(objective, likelihood):
+    """Against NumPy and SciPy: log p(x|z) plus the log ratio, reduced over the samples, also at log weights
+    near -1e4 where exponentiating them underflows."""
+    rng = np.random.default_rng(1)
+    log_ratio = (rng.normal(size=(3, 5)) - np.array([[0.0], [10.0], [1e4]])).astype("float32")
+    if likelihood == "bernoulli":
+        x = (rng.random((3, 4)) < 0.5).astype("float32")
+        parameters = rng.normal(scale=3.0, size=(3, 5, 4)).astype("float32")
+        log_px = np.sum(x[:, None] * parameters - np.logaddexp(0.0, parameters), axis=-1)
+    else:
+        x = rng.normal(size=(3, 4)).astype("float32")
+        parameters = rng.normal(size=(3, 5, 8)).astype("float32")  # means, then log standard deviations
+        mean, log_scale = parameters[..., :4], parameters[..., 4:]
+        log_px = np.sum(norm.logpdf(x[:, None], mean, np.exp(log_scale)), axis=-1)
+    log_w = log_px + log_ratio.astype("float64")
+    expected = logsumexp(log_w, axis=-1) - np.log(5) if objective == "iwae" else log_w.mean(axis=-1)
+    bound = NegativeObjective(objective, likelihood, reduction=None)(x, [parameters, log_ratio])
+    np.testing.assert_allclose(-keras.ops.convert_to_numpy(bound), expected, rtol=1e-5)
