@@ -93,20 +93,29 @@ def head_model(choice):
     return build_model(encoder, decoder, 784, latent_dim, mc_samples=DEFAULTS["mc_samples"])
 
 
-def mnist(settings, output_dir):
-    """Each head trained with the same budget; test log-likelihoods and images."""
-    import keras
-
-    from likelihoods import sample_from
+def dequantised_mnist(settings):
+    """``(x_train, x_test, rng)``: the training images as 8-bit levels ``k / 256`` (dequantised afresh every
+    epoch by the training loop) and the test images with one fixed dequantisation ``(k + u) / 256``, drawn by
+    ``rng`` (seeded with ``seed + 1``), which the caller may go on drawing from. Every model scored on grey
+    levels is scored on these test images."""
     from mnist_data import load_mnist
-    from skeleton import fit, log_likelihood
-    from train import DEFAULTS
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train = x_train[: settings["num_train"]].reshape(-1, 784).astype("float32") / 256.0
     levels_test = x_test[: settings["num_test"]].reshape(-1, 784).astype("float32")
     rng = np.random.default_rng(settings["seed"] + 1)
-    x_test = (levels_test + rng.random(levels_test.shape, dtype="float32")) / 256.0  # one fixed dequantisation
+    return x_train, (levels_test + rng.random(levels_test.shape, dtype="float32")) / 256.0, rng
+
+
+def mnist(settings, output_dir):
+    """Each head trained with the same budget; test log-likelihoods and images."""
+    import keras
+
+    from likelihoods import sample_from
+    from skeleton import fit, log_likelihood
+    from train import DEFAULTS
+
+    x_train, x_test, rng = dequantised_mnist(settings)
     shown = x_test[: settings["num_images"]]
     z_prior = rng.standard_normal((settings["num_images"], 1, DEFAULTS["latent_dim"]), dtype="float32")
     images = {"data": shown}

@@ -40,6 +40,7 @@ STEPS = [
     ("plot_flows", None),
     ("likelihood_experiments", "make likelihoods"),
     ("plot_likelihoods", None),
+    ("composition_experiments", "make composition"),
 ]
 
 

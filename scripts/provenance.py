@@ -184,9 +184,11 @@ FINGERPRINT_MNIST_DIR = REPO_ROOT / "tests" / "data" / "mnist"
 
 
 def experiment_inputs(module, part, settings):
-    """What a part depends on besides the behaviour of its code: its settings and, for the parts in
-    ``module.MNIST_PARTS``, the MNIST files (MNISTError when one is missing)."""
+    """What a part depends on besides the behaviour of its code: its settings, for the parts in
+    ``module.MNIST_PARTS`` the MNIST files (MNISTError when one is missing), and the files named in
+    ``module.INPUT_FILES`` (``{part: [path]}``, say a committed model the part scores again)."""
     paths = mnist_data_files() if part in getattr(module, "MNIST_PARTS", ()) else []
+    paths += getattr(module, "INPUT_FILES", {}).get(part, [])
     return input_hashes(paths, settings[part])
 
 

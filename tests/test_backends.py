@@ -16,7 +16,7 @@ from conftest import REPO_ROOT
 BACKENDS = ("jax", "torch")
 # The composed VAE and the likelihoods' maths; the training scripts and the records are TensorFlow's
 # (their tf.data pipelines feed them), until the skeleton issue moves them onto the composed VAE.
-CORE_TESTS = ["tests/test_compose.py", "tests/test_likelihoods.py"]
+CORE_TESTS = ["tests/test_compose.py", "tests/test_training.py", "tests/test_likelihoods.py"]
 
 
 def run_under(backend, args, timeout=900):

@@ -28,6 +28,7 @@ PROGRAMS = [
     "listings/vae/likelihoods.py",
     "listings/vae/skeleton.py",
     "listings/vae/compose.py",
+    "listings/vae/training.py",
     "scripts/make_diagrams.py",
     "scripts/make_generated.py",
     "scripts/make_mnist_subset.py",
@@ -44,6 +45,7 @@ PROGRAMS = [
     "scripts/plot_flows.py",
     "scripts/likelihood_experiments.py",
     "scripts/plot_likelihoods.py",
+    "scripts/composition_experiments.py",
 ]
 # Imported by the scripts; no command line of their own.
 LIBRARY_MODULES = {
@@ -193,6 +195,8 @@ BAD_INPUTS = [
         ["divergence='closed_form' needs posterior='gaussian'", "iaf posterior"],
     ),
     ("listings/vae/compose.py", ["--objective", "iwae", "--divergence", "adversarial"], {}, ["objective='iwae'"]),
+    ("listings/vae/training.py", ["--epochs", "0"], {}, ["epochs=0", "positive integer"]),
+    ("listings/vae/training.py", ["--objective", "elbow"], {}, ["objective='elbow'", "one of ('elbo', 'iwae')"]),
     (
         "scripts/likelihood_experiments.py",
         ["--parts", "poisson"],
@@ -207,6 +211,8 @@ BAD_INPUTS = [
         {},
         ["missing input", "likelihood_experiments.py"],
     ),
+    ("scripts/composition_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+    ("scripts/composition_experiments.py", ["--parts", "vae"], SUBSET, ["unknown parts", "iaf_iwae_cb"]),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -254,28 +260,78 @@ BAD_INPUT_IDS = [
     "skeleton-samples-negative",
     "compose-closed-form-kl-of-a-flow",
     "compose-iwae-with-an-estimated-ratio",
+    "training-epochs-0",
+    "training-unknown-objective",
     "likelihood-experiments-unknown-part",
     "likelihood-experiments-quick-over-committed",
     "likelihood-experiments-missing-mnist",
     "plot-likelihoods-missing-results",
+    "composition-experiments-quick-over-committed",
+    "composition-experiments-unknown-part",
 ]
 # Programs that write files get an --output-dir of their own.
 WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py")
 
 
-@pytest.fixture(scope="module")
-def bad_input_results(request, tmp_path_factory):
-    commands = {}
-    for case_id, (program, args, env, _) in selected_params(request, "test_bad_input_gives_one_line_error", "case"):
-        output = ["--output-dir", tmp_path_factory.mktemp(case_id)] if program.endswith(WRITERS) else []
-        commands[case_id] = ([program, *args, *output], env)
-    return run_two_at_a_time(commands)
+# Every bad input runs in this process: ``main(argv)`` of the program's module, with its environment
+# set, its exit code and its standard error captured. A traceback would be an exception escaping main, and
+# fails the test. A sample of the cases also runs as real subprocesses (below), to show that each
+# program's entry point turns that exit into the process's exit status with nothing else on stderr.
+SUBPROCESS_SAMPLE = [
+    "train-mc-samples-0",
+    "avb-missing-mnist-dir",
+    "benchmark-repeats-0",
+    "flow-experiments-quick-over-committed",
+    "training-unknown-objective",
+]
+
+
+def run_main_in_process(program, args, env, monkeypatch, capsys):
+    """``main(args)`` of ``program``'s module, as ``python program args`` would run it: a CompletedProcess-like
+    result with its exit code and standard error."""
+    import importlib
+    import types
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    module = importlib.import_module(pathlib.Path(program).stem)
+    capsys.readouterr()
+    try:
+        code = module.main([str(arg) for arg in args])
+    except SystemExit as exit:
+        code = exit.code
+    captured = capsys.readouterr()
+    return types.SimpleNamespace(returncode=code if isinstance(code, int) else 1, stderr=captured.err)
+
+
+def bad_input_command(case_id, program, args, tmp_path):
+    output = ["--output-dir", tmp_path / case_id] if program.endswith(WRITERS) else []
+    return [*args, *output]
 
 
 @pytest.mark.parametrize("case", list(zip(BAD_INPUT_IDS, BAD_INPUTS, strict=True)), ids=BAD_INPUT_IDS)
-def test_bad_input_gives_one_line_error(case, bad_input_results):
-    case_id, (_, _, _, fragments) = case
-    assert_one_line_error(bad_input_results[case_id], *fragments)
+def test_bad_input_gives_one_line_error(case, tmp_path, monkeypatch, capsys):
+    case_id, (program, args, env, fragments) = case
+    result = run_main_in_process(program, bad_input_command(case_id, program, args, tmp_path), env, monkeypatch,
+                                 capsys)  # fmt: skip
+    assert_one_line_error(result, *fragments)
+
+
+@pytest.fixture(scope="module")
+def bad_input_subprocesses(request, tmp_path_factory):
+    cases = dict(zip(BAD_INPUT_IDS, BAD_INPUTS, strict=True))
+    commands = {}
+    for case_id in selected_params(request, "test_bad_input_exits_with_one_line_as_a_process", "case_id"):
+        program, args, env, _ = cases[case_id]
+        commands[case_id] = ([program, *bad_input_command(case_id, program, args, tmp_path_factory.mktemp("bad"))],
+                             env)  # fmt: skip
+    return run_two_at_a_time(commands)
+
+
+@pytest.mark.parametrize("case_id", SUBPROCESS_SAMPLE)
+def test_bad_input_exits_with_one_line_as_a_process(case_id, bad_input_subprocesses):
+    fragments = dict(zip(BAD_INPUT_IDS, BAD_INPUTS, strict=True))[case_id][3]
+    assert_one_line_error(bad_input_subprocesses[case_id], *fragments)
 
 
 def test_log_likelihood_cli_estimates_a_saved_model(trained_output, tmp_path):

@@ -141,3 +141,33 @@ def test_the_bound_is_the_mean_or_the_log_mean_exp_of_the_log_weights(objective,
     expected = logsumexp(log_w, axis=-1) - np.log(5) if objective == "iwae" else log_w.mean(axis=-1)
     bound = NegativeObjective(objective, likelihood, reduction=None)(x, [parameters, log_ratio])
     np.testing.assert_allclose(-keras.ops.convert_to_numpy(bound), expected, rtol=1e-5)
+
+
+def test_the_first_posts_listing_computes_what_the_composed_vae_computes_with_the_same_weights():
+    """The first post's self-contained `build_vae` and `compose_vae` with its parts (Gaussian, closed-form KL,
+    Bernoulli, ELBO), given the same weights: the same logits, and the same loss, which is the Bernoulli NLL
+    averaged over the samples plus the KL computed here in NumPy."""
+    from variational_autoencoder import BernoulliNegativeLogLikelihood, build_vae
+
+    keras.utils.set_random_seed(0)
+    first, _, _ = build_vae(DATA_DIM, 6, LATENT_DIM, mc_samples=3)
+    composed = compose_vae(DATA_DIM, LATENT_DIM, hidden_units=6)
+    for name in ("encoder", "decoder"):
+        composed.get_layer(name).set_weights(first.get_layer(name).get_weights())
+    rng = np.random.default_rng(4)
+    x = data("bernoulli", rng, count=7)
+    eps = rng.standard_normal((7, 3, LATENT_DIM)).astype("float32")
+    x_logits = keras.ops.convert_to_numpy(first([x, eps]))
+    first_kl = sum(keras.ops.convert_to_numpy(loss) for loss in first.losses)  # its KL layer's add_loss
+    parameters, log_ratio = (keras.ops.convert_to_numpy(t) for t in composed([x, eps]))
+    np.testing.assert_allclose(parameters, x_logits, rtol=1e-6, atol=1e-6)
+
+    z_mean, z_log_var = (keras.ops.convert_to_numpy(t) for t in first.get_layer("encoder")(x))
+    kl = -0.5 * np.sum(1 + z_log_var - z_mean**2 - np.exp(z_log_var), axis=-1)
+    np.testing.assert_allclose(log_ratio, np.broadcast_to(-kl[:, None], (7, 3)), rtol=1e-5, atol=1e-6)
+    nll = np.sum(np.logaddexp(0.0, x_logits) - x[:, None] * x_logits, axis=-1).mean(axis=-1)
+    np.testing.assert_allclose(first_kl, np.mean(kl), rtol=1e-5)
+    first_loss = BernoulliNegativeLogLikelihood()(x, x_logits) + first_kl  # what the first post minimises
+    composed_loss = NegativeObjective("elbo", "bernoulli")(x, [parameters, log_ratio])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(first_loss), np.mean(nll + kl), rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(composed_loss), np.mean(nll + kl), rtol=1e-5)

@@ -1,0 +1,221 @@
+"""Training the composed VAE on any Keras backend: batches drawn with NumPy, one fit function.
+
+Every batch of `MonteCarloBatches` is ``([x, eps], x)``, or
+``([x, eps, z_prior], x)`` for a model with an adversarial divergence:
+
+* the images in a fresh order every epoch;
+* with ``binarize=True``, each grey level ``x`` in [0, 1] replaced by a
+  draw of Bernoulli(``x``), afresh every time the image is seen (dynamic
+  binarisation, as in the IWAE paper), so the Bernoulli likelihood is the
+  likelihood of the data the model sees;
+* with ``dequantize=True``, each 8-bit level ``k / 256`` replaced by
+  ``(k + u) / 256``, ``u ~ U(0, 1)`` afresh every time: a density on [0, 1]
+  fitted to such data bounds the log-probability of the 8-bit levels from
+  below (Theis, van den Oord & Bethge 2016);
+* ``eps`` ~ N(0, I) of shape (batch, S, latent_dim): ``S`` is a property of
+  the batch, not of the model, which takes any ``S``;
+* ``z_prior``, draws from the prior ``p(z) = N(0, I)`` of the same shape,
+  which the discriminator of an adversarial divergence contrasts with ``z``.
+
+Every random draw comes from its own generator, made from one
+``numpy.random.SeedSequence`` by its spawn key ``(epoch, batch, stream)``:
+streams never overlap (unlike generators seeded with ``seed + 1``,
+``seed + 2``), and a batch is the same whichever worker draws it, in
+whatever order. Nothing here needs TensorFlow: the batches feed the JAX and
+PyTorch backends alike.
+
+Run ``python training.py --epochs 2`` to train a small composed VAE on
+random binary images and print the loss per epoch.
+"""
+
+import argparse
+import sys
+
+import keras
+import numpy as np
+
+from compose import NegativeObjective, check_parts, compose_vae
+from kl_divergence import MonteCarloKL
+from variational_autoencoder import check_positive_ints
+
+STREAMS = {"order": 0, "binarize": 1, "eps": 2, "z_prior": 3, "dequantize": 4}
+
+
+# [start batches]
+class MonteCarloBatches(keras.utils.PyDataset):
+    """``([x, eps(, z_prior)], x)`` batches of ``x`` with ``mc_samples`` draws of ``eps`` per image.
+
+    Args:
+        x: the data, (count, data_dim); grey levels in [0, 1] when
+            ``binarize``.
+        batch_size, mc_samples, latent_dim: the shape of ``eps`` is
+            (batch_size, mc_samples, latent_dim); the last batch of an epoch
+            may be smaller.
+        binarize: draw binary images from the grey levels every epoch.
+        dequantize: add uniform noise to 8-bit levels ``k / 256`` every epoch.
+        prior_samples: also yield draws from ``p(z)`` (adversarial divergences).
+        shuffle: a fresh order every epoch (else the order of ``x``).
+        seed: the root of every stream; ``None`` draws fresh entropy.
+    """
+
+    def __init__(self, x, batch_size=100, mc_samples=1, latent_dim=2, binarize=False, dequantize=False,
+                 prior_samples=False, shuffle=True, seed=None, **kwargs):  # fmt: skip
+        super().__init__(**kwargs)
+        check_positive_ints(batch_size=batch_size, mc_samples=mc_samples, latent_dim=latent_dim)
+        self.x = np.asarray(x, dtype="float32")
+        if self.x.ndim != 2 or len(self.x) == 0:
+            raise ValueError(f"Expected data of shape (count, data_dim) with count >= 1. Received: {self.x.shape}")
+        if binarize and not (self.x.min() >= 0.0 and self.x.max() <= 1.0):
+            raise ValueError(
+                f"Expected grey levels in [0, 1] to binarize. Received: min={self.x.min()}, max={self.x.max()}"
+            )
+        if binarize and dequantize:
+            raise ValueError("Expected at most one of `binarize` and `dequantize`: each makes its own data.")
+        if dequantize and not (self.x.min() >= 0.0 and self.x.max() <= 255 / 256):
+            raise ValueError(
+                "Expected 8-bit levels k / 256 in [0, 255/256] to dequantize. "
+                f"Received: min={self.x.min()}, max={self.x.max()}"
+            )
+        self.batch_size, self.mc_samples, self.latent_dim = batch_size, mc_samples, latent_dim
+        self.binarize, self.dequantize = binarize, dequantize
+        self.prior_samples, self.shuffle = prior_samples, shuffle
+        self.entropy = np.random.SeedSequence(seed).entropy  # fixed now, so that every epoch shares one root
+        self.epoch = 0
+        self._order = (None, None)  # (epoch, its permutation)
+
+    def generator(self, *spawn_key):
+        """The generator of one stream: ``spawn_key`` is ``(epoch, batch, stream)`` or ``(epoch, stream)``."""
+        return np.random.default_rng(np.random.SeedSequence(self.entropy, spawn_key=spawn_key))
+
+    def order(self, epoch):
+        """The permutation of the images in ``epoch`` (drawn once per epoch, then reused by its batches)."""
+        if self._order[0] != epoch:
+            count = len(self.x)
+            order = self.generator(epoch, STREAMS["order"]).permutation(count) if self.shuffle else np.arange(count)
+            self._order = (epoch, order)
+        return self._order[1]
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"Expected a batch index in [0, {len(self) - 1}]. Received: {index}")
+        rows = self.order(self.epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        x = self.x[rows]
+        if self.binarize:
+            uniform = self.generator(self.epoch, index, STREAMS["binarize"]).random(x.shape, dtype="float32")
+            x = (uniform < x).astype("float32")
+        if self.dequantize:
+            x = x + self.generator(self.epoch, index, STREAMS["dequantize"]).random(x.shape, dtype="float32") / 256
+        shape = (len(rows), self.mc_samples, self.latent_dim)
+        eps = self.generator(self.epoch, index, STREAMS["eps"]).standard_normal(shape, dtype="float32")
+        inputs = [x, eps]
+        if self.prior_samples:
+            inputs.append(self.generator(self.epoch, index, STREAMS["z_prior"]).standard_normal(shape, "float32"))
+        return tuple(inputs), x
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+
+# [end batches]
+
+
+# [start fit]
+def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_size=100, mc_samples=1,
+            learning_rate=1e-3, binarize=False, dequantize=False, seed=0, verbose=1, callbacks=None):  # fmt: skip
+    """Compile ``vae`` (from `compose_vae`) with minus its objective and train it; return the history dict.
+
+    The loss is ``NegativeObjective(objective, likelihood)``, in nats per
+    image. Adam's learning rate decays to zero along a cosine over the run,
+    so the weights returned are not one noisy step of a stochastic
+    optimiser. Settings that a backend refuses are chosen for it: PyTorch runs
+    one step per execution, without XLA; TensorFlow and JAX run ten steps per
+    execution in one compiled function (XLA where Keras's ``"auto"`` picks it:
+    with JAX, and not with TensorFlow on a machine without an accelerator).
+    """
+    check_parts("gaussian", "monte_carlo", likelihood, objective)
+    check_positive_ints(epochs=epochs)
+    if not np.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(f"Expected `learning_rate` to be a positive number. Received: learning_rate={learning_rate}")
+    batches = MonteCarloBatches(
+        x, batch_size, mc_samples, vae.inputs[1].shape[-1], binarize=binarize, dequantize=dequantize,
+        prior_samples=len(vae.inputs) == 3, seed=seed,
+    )  # fmt: skip
+    torch = keras.backend.backend() == "torch"
+    steps = epochs * len(batches)
+    vae.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
+        loss=NegativeObjective(objective, likelihood),
+        jit_compile=False if torch else "auto",
+        steps_per_execution=1 if torch else 10,
+    )
+    return vae.fit(batches, epochs=epochs, verbose=verbose, callbacks=callbacks).history
+
+
+# [end fit]
+
+
+# [start score]
+def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=10, seed=0, verbose=0):
+    """Importance-sampled ``log p(x)`` per image, in nats: the same model fed ``M = num_samples`` draws.
+
+    With ``z_m ~ q(z|x)``, ``log (1/M) sum_m p(x|z_m) p(z_m) / q(z_m|x)`` is
+    the importance-weighted bound with ``M`` samples: below ``log p(x)`` in
+    expectation, and tighter as ``M`` grows (Burda, Grosse & Salakhutdinov
+    2015). It is minus the model's own `NegativeObjective("iwae")` on a batch
+    of ``M`` draws of ``eps`` per image, so nothing is rebuilt, whatever
+    ``S`` the model trained with.
+    It needs ``log q(z|x)`` at every sample: the model's divergence must be
+    ``"monte_carlo"`` (a closed form gives only its mean over ``q``).
+    """
+    estimator = vae.get_layer("log_ratio").estimator
+    if not isinstance(estimator, MonteCarloKL):
+        raise ValueError(
+            "Scoring needs log q(z|x) at every sample: a model built with divergence='monte_carlo'. "
+            f"Received a model whose divergence is {type(estimator).__name__}"
+        )
+    check_positive_ints(num_samples=num_samples, batch_size=batch_size)
+    negative_bound = NegativeObjective("iwae", likelihood, reduction=None)
+    x = np.asarray(x, dtype="float32")
+    log_px = np.empty(len(x))
+    progress = keras.utils.Progbar(len(x), unit_name="image", verbose=verbose)
+    for start in range(0, len(x), batch_size):
+        x_batch = x[start : start + batch_size]
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(start,)))
+        eps = rng.standard_normal((len(x_batch), num_samples, vae.inputs[1].shape[-1]), dtype="float32")
+        bound = negative_bound(x_batch, vae([x_batch, eps], training=False))
+        log_px[start : start + len(x_batch)] = -keras.ops.convert_to_numpy(bound)
+        progress.add(len(x_batch))
+    return log_px
+
+
+# [end score]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=2, help="passes over the data (default: 2)")
+    parser.add_argument("--mc-samples", type=int, default=1, help="samples of z per image, S (default: 1)")
+    parser.add_argument("--objective", default="elbo", help="elbo or iwae (default: elbo)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and the weights (default: 0)")
+    args = parser.parse_args(argv)
+    try:
+        check_positive_ints(epochs=args.epochs, mc_samples=args.mc_samples)
+        divergence = "monte_carlo" if args.objective == "iwae" else "closed_form"
+        check_parts("gaussian", divergence, "bernoulli", args.objective)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    grey = np.random.default_rng(args.seed).random((500, 16), dtype="float32")
+    keras.utils.set_random_seed(args.seed)
+    vae = compose_vae(16, 2, divergence=divergence, objective=args.objective, hidden_units=32)
+    history = fit_vae(vae, grey, "bernoulli", args.objective, epochs=args.epochs, batch_size=50,
+                      mc_samples=args.mc_samples, binarize=True, seed=args.seed, verbose=0)  # fmt: skip
+    for epoch, loss in enumerate(history["loss"], start=1):
+        print(f"epoch {epoch}: negative {args.objective} {loss:.3f} nats per image")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
