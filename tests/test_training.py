@@ -108,26 +108,31 @@ def test_bad_data_is_refused_with_the_expected_value():
     [("gaussian", "closed_form", "elbo"), ("iaf", "monte_carlo", "iwae"), ("implicit", "adversarial", "elbo")],
 )
 def test_fit_trains_with_one_sample_and_the_same_model_scores_with_many(posterior, divergence, objective):
-    """On this backend: the loss falls over training on binarised images drawn from two prototypes, and the
-    trained model, unchanged, takes S = 64 samples per image."""
+    """On this backend: the trained model uses its latent code, and, unchanged, takes S = 64 samples per image.
+
+    Each image is one of two prototypes (pixels at 0.9 or 0.1), binarised. Every pixel's marginal is 1/2, so a
+    model that ignores z scores at best 8 log 2 = 5.55 nats per image; one that encodes the prototype in z
+    can reach about 8 x 0.33 (the binarisation's entropy) plus the cost of the code. The negative bound of
+    the trained model on 200 freshly binarised images, with S = 64, must be 0.3 nats below 8 log 2."""
     rng = np.random.default_rng(0)
     prototypes = np.array([[0.9] * 4 + [0.1] * 4, [0.1] * 4 + [0.9] * 4], dtype="float32")
     x = prototypes[rng.integers(0, 2, size=200)]
     keras.utils.set_random_seed(0)
     vae = compose_vae(8, 2, posterior, divergence, "bernoulli", objective, hidden_units=16, num_flows=1,
                       flow_hidden_units=8, discriminator_units=8)  # fmt: skip
-    history = fit_vae(vae, x, "bernoulli", objective, epochs=8, batch_size=20, learning_rate=3e-3, binarize=True,
+    history = fit_vae(vae, x, "bernoulli", objective, epochs=20, batch_size=20, learning_rate=1e-2, binarize=True,
                       seed=0, verbose=0)  # fmt: skip
-    losses = history["loss"]
-    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.3, losses
-    eps = rng.standard_normal((10, 64, 2)).astype("float32")
-    inputs = [(x[:10] > 0.5).astype("float32"), eps] + ([eps[::-1]] if len(vae.inputs) == 3 else [])
+    assert np.all(np.isfinite(history["loss"])) and history["loss"][-1] < history["loss"][0], history["loss"]
+    x_binary = (rng.random(x.shape) < x).astype("float32")
+    eps = rng.standard_normal((len(x), 64, 2)).astype("float32")
+    inputs = [x_binary, eps] + ([rng.standard_normal(eps.shape).astype("float32")] if len(vae.inputs) == 3 else [])
     parameters, log_ratio = vae(inputs)
-    assert tuple(parameters.shape) == (10, 64, 8) and tuple(log_ratio.shape) == (10, 64)
+    assert tuple(parameters.shape) == (len(x), 64, 8) and tuple(log_ratio.shape) == (len(x), 64)
     bound = keras.ops.convert_to_numpy(
-        NegativeObjective(objective, "bernoulli", reduction=None)(inputs[0], [parameters, log_ratio])
+        NegativeObjective(objective, "bernoulli", reduction=None)(x_binary, [parameters, log_ratio])
     )
-    assert bound.shape == (10,) and np.all(np.isfinite(bound))
+    assert bound.shape == (len(x),) and np.all(np.isfinite(bound))
+    assert bound.mean() < 8 * np.log(2) - 0.3, bound.mean()
 
 
 def test_the_importance_sampled_log_likelihood_matches_quadrature_over_the_latent_plane():
