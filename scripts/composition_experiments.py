@@ -31,7 +31,6 @@ sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 
 import provenance  # noqa: E402
 
@@ -66,15 +65,6 @@ def summary(log_px):
     nll = float(-log_px.mean())
     return {"nll": nll, "nll_stderr": float(log_px.std(ddof=1) / math.sqrt(len(log_px))),
             "bits_per_dim": (nll / 784 + math.log(256.0)) / math.log(2.0)}  # fmt: skip
-
-
-def save_weights_only_model(vae, settings, path):
-    """The trained model saved without its optimiser's state (a third of the size): a fresh build, its weights."""
-    from compose import compose_vae
-
-    fresh = compose_vae(784, **settings["parts"], **settings["architecture"])
-    fresh.set_weights(vae.get_weights())
-    fresh.save(path)
 
 
 def iaf_iwae_cb(settings, output_dir):
@@ -116,8 +106,8 @@ def iaf_iwae_cb(settings, output_dir):
         per_image["reference_log_px"] = reference_log_px
     if output_dir is not None:  # the model, and log p(x) per test image (for paired comparisons)
         (output_dir / "iaf_iwae_cb").mkdir(parents=True, exist_ok=True)
-        save_weights_only_model(vae, settings, output_dir / "iaf_iwae_cb" / "vae.keras")
-        np.savez_compressed(output_dir / "iaf_iwae_cb" / "log_px.npz", **per_image)
+        provenance.save_model(vae, output_dir / "iaf_iwae_cb" / "vae.keras")
+        provenance.save_arrays(output_dir / "iaf_iwae_cb" / "log_px.npz", per_image)
     return results
 
 

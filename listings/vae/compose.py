@@ -108,6 +108,11 @@ class PerSampleLogRatio(layers.Layer):
 
     def build(self, input_shape):
         self.estimator.build(input_shape)  # the estimator's checks of the shapes
+        self.term_names = tuple(input_shape)
+
+    def terms(self):
+        """The dict of tensors of the model's graph this layer was called on (``z``, ``z_mean``, ...)."""
+        return keras.tree.pack_sequence_as(dict.fromkeys(self.term_names, 0), self.input)
 
     def call(self, inputs):
         self.estimator.check_inputs(inputs)
@@ -160,6 +165,52 @@ class NegativeObjective(keras.losses.Loss):
 # [end parts]
 
 
+# [start divergence]
+def divergence_estimator(divergence, posterior, data_dim, latent_dim, discriminator_units=64, discriminator_layers=2):
+    """The layer that estimates ``KL[q(z|x) || p(z)]`` at each sample of ``z``, for a `divergence` choice.
+
+    The closed form of a diagonal Gaussian; ``log q(z|x) - log p(z)`` at the
+    sample (through the flow's change of variables for a flow posterior); or
+    a discriminator ``T(x, z)`` of its own, for the adversarial ones.
+    """
+    if divergence in ADVERSARIAL_ESTIMATORS:
+        discriminator = build_discriminator(data_dim, latent_dim, discriminator_units, discriminator_layers)
+        return {"adversarial": AdversarialKL, "adaptive_contrast": AdaptiveContrastKL}[divergence](discriminator)
+    if divergence == "closed_form":
+        return ClosedFormKL()
+    return FlowKL() if posterior in FLOWS else MonteCarloKL()
+
+
+# [end divergence]
+
+
+# [start posterior]
+def sample_posterior(posterior, x, eps, hidden_units, hidden_layers, activation, num_flows=2, flow_hidden_units=64):
+    """``z ~ q(z|x)`` from the noise ``eps``, with the tensors its density needs, for a `posterior` choice.
+
+    Returns a dict with ``z`` (batch, samples, latent_dim); for a Gaussian
+    also ``z_mean`` and ``z_log_var``; for a flow also ``z_0``, the Gaussian
+    draw the flow starts from, and ``log_det``, the flow's log-determinant
+    per sample. A flow reads the encoder's last hidden layer as context.
+    """
+    data_dim, latent_dim = x.shape[-1], eps.shape[-1]
+    if posterior == "implicit":
+        return {"z": build_implicit_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)([x, eps])}
+    encoder = build_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)
+    if posterior not in FLOWS:
+        z_mean, z_log_var = encoder(x)
+        return {"z": reparameterize(z_mean, z_log_var, eps), "z_mean": z_mean, "z_log_var": z_log_var}
+    context = encoder.get_layer(hidden_name("encoder_hidden", hidden_layers - 1)).output
+    encoder = keras.Model(encoder.inputs[0], [*encoder.outputs, context], name="encoder")
+    z_mean, z_log_var, context = encoder(x)
+    z_0 = reparameterize(z_mean, z_log_var, eps)
+    z, log_det = build_flow(posterior, num_flows, latent_dim, hidden_units, flow_hidden_units)([z_0, context])
+    return {"z": z, "z_0": z_0, "log_det": log_det, "z_mean": z_mean, "z_log_var": z_log_var}
+
+
+# [end posterior]
+
+
 # [start compose]
 def compose_vae(
     data_dim,
@@ -199,46 +250,45 @@ def compose_vae(
 
     x = keras.Input(shape=(data_dim,), name="x")
     eps = keras.Input(shape=(None, latent_dim), name="eps")
-    inputs, terms = [x, eps], {"x": x}
-    if posterior == "implicit":
-        z = build_implicit_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)([x, eps])
-    else:
-        encoder = build_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)
-        if posterior in FLOWS:  # the flow also reads the encoder's last hidden layer
-            context = encoder.get_layer(hidden_name("encoder_hidden", hidden_layers - 1)).output
-            encoder = keras.Model(encoder.inputs[0], [*encoder.outputs, context], name="encoder")
-            z_mean, z_log_var, context = encoder(x)
-            z_0 = reparameterize(z_mean, z_log_var, eps)
-            flow = build_flow(posterior, num_flows, latent_dim, hidden_units, flow_hidden_units)
-            z, log_det = flow([z_0, context])
-            terms.update(z_0=z_0, log_det=log_det)
-        else:
-            z_mean, z_log_var = encoder(x)
-            z = reparameterize(z_mean, z_log_var, eps)
-        terms.update(z_mean=z_mean, z_log_var=z_log_var)
-    terms["z"] = z
-
-    if divergence in ADVERSARIAL_ESTIMATORS:
-        terms["z_prior"] = keras.Input(shape=(None, latent_dim), name="z_prior")
-        inputs.append(terms["z_prior"])
-        discriminator = build_discriminator(data_dim, latent_dim, discriminator_units, discriminator_layers)
-        estimator = {"adversarial": AdversarialKL, "adaptive_contrast": AdaptiveContrastKL}[divergence](discriminator)
-    elif divergence == "closed_form":
-        estimator = ClosedFormKL()
-    else:
-        estimator = FlowKL() if posterior in FLOWS else MonteCarloKL()
-    log_ratio = PerSampleLogRatio(estimator, name="log_ratio")(terms)
-
+    inputs = [x, eps]
+    terms = {"x": x, **sample_posterior(posterior, x, eps, hidden_units, hidden_layers, activation, num_flows,
+                                        flow_hidden_units)}  # fmt: skip
+    z = terms["z"]
     width = num_classes if likelihood == "categorical" else data_dim
     decoder = build_decoder(
         likelihood, width, hidden_units, latent_dim, hidden_layers, activation, heteroscedastic=heteroscedastic
     )
     parameters = layers.Identity(name="parameters")(decoder(z))
+
+    # The divergence last: a discriminator's weights never shift the encoder's or the decoder's initial ones.
+    if divergence in ADVERSARIAL_ESTIMATORS:
+        terms["z_prior"] = keras.Input(shape=(None, latent_dim), name="z_prior")
+        inputs.append(terms["z_prior"])
+    estimator = divergence_estimator(divergence, posterior, data_dim, latent_dim, discriminator_units,
+                                     discriminator_layers)  # fmt: skip
+    log_ratio = PerSampleLogRatio(estimator, name="log_ratio")(terms)
+
     name = f"vae_{posterior}_{divergence}_{likelihood}_{objective}"
     return BoundModel(inputs=inputs, outputs=[parameters, log_ratio], name=name)
 
 
 # [end compose]
+
+
+def density_terms(vae):
+    """The tensors of a composed model's graph that ``log q(z|x)`` needs.
+
+    ``z``, ``z_mean`` and ``z_log_var`` for a Gaussian posterior; for a flow
+    also ``z_0`` (the Gaussian draw) and ``log_det``, with ``z`` the flow's
+    output. An implicit posterior has no density: a ValueError says so.
+    """
+    names = {layer.name for layer in vae.layers}
+    if "log_ratio" not in names:
+        raise ValueError(f"Expected a model from `compose_vae`. Received a model with layers {sorted(names)}")
+    terms = vae.get_layer("log_ratio").terms()
+    if "z_mean" not in terms:
+        raise ValueError("An implicit posterior has no density: log q(z|x) cannot be evaluated at its samples.")
+    return {name: terms[name] for name in ("z", "z_mean", "z_log_var", "z_0", "log_det") if name in terms}
 
 
 def main(argv=None):

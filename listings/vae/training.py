@@ -34,9 +34,11 @@ import sys
 import keras
 import numpy as np
 
-from compose import NegativeObjective, check_parts, compose_vae
+from compose import NegativeObjective, check_parts, compose_vae, density_terms
+from flows import FlowKL
 from kl_divergence import MonteCarloKL
-from variational_autoencoder import check_positive_ints
+from likelihoods import negative_log_likelihood
+from variational_autoencoder import check_positive_ints, gaussian_kl_divergence
 
 STREAMS = {"order": 0, "binarize": 1, "eps": 2, "z_prior": 3, "dequantize": 4}
 
@@ -124,59 +126,83 @@ class MonteCarloBatches(keras.utils.PyDataset):
 
 # [start fit]
 def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_size=100, mc_samples=1,
-            learning_rate=1e-3, binarize=False, dequantize=False, seed=0, verbose=1, callbacks=None):  # fmt: skip
+            learning_rate=1e-3, binarize=False, dequantize=False, seed=0, verbose=1, callbacks=None,
+            optimizer=None, validation_x=None):  # fmt: skip
     """Compile ``vae`` (from `compose_vae`) with minus its objective and train it; return the history dict.
 
     The loss is ``NegativeObjective(objective, likelihood)``, in nats per
     image. Adam's learning rate decays to zero along a cosine over the run,
     so the weights returned are not one noisy step of a stochastic
-    optimiser. Settings that a backend refuses are chosen for it: PyTorch runs
-    one step per execution, without XLA; TensorFlow and JAX run ten steps per
-    execution in one compiled function (XLA where Keras's ``"auto"`` picks it:
-    with JAX, and not with TensorFlow on a machine without an accelerator).
+    optimiser; pass ``optimizer`` to train with another (a paper's
+    schedule). Settings that a backend refuses are chosen for it: PyTorch
+    runs one step per execution, without XLA; TensorFlow and JAX run ten
+    steps per execution in one compiled function (XLA where Keras's
+    ``"auto"`` picks it: with JAX, and not with TensorFlow on a machine
+    without an accelerator). With ``validation_x`` (data as the model sees
+    it: already binary, say) the history also holds ``val_loss``, the same
+    loss on it after every epoch.
     """
     check_parts("gaussian", "monte_carlo", likelihood, objective)
     check_positive_ints(epochs=epochs)
     if not np.isfinite(learning_rate) or learning_rate <= 0:
         raise ValueError(f"Expected `learning_rate` to be a positive number. Received: learning_rate={learning_rate}")
+    latent_dim, prior_samples = vae.inputs[1].shape[-1], len(vae.inputs) == 3
     batches = MonteCarloBatches(
-        x, batch_size, mc_samples, vae.inputs[1].shape[-1], binarize=binarize, dequantize=dequantize,
-        prior_samples=len(vae.inputs) == 3, seed=seed,
+        x, batch_size, mc_samples, latent_dim, binarize=binarize, dequantize=dequantize,
+        prior_samples=prior_samples, seed=seed,
     )  # fmt: skip
+    validation = None
+    if validation_x is not None:
+        # A SeedSequence hashes its seed, so seeds seed and seed + 1 make independent streams.
+        validation = MonteCarloBatches(validation_x, batch_size, mc_samples, latent_dim, prior_samples=prior_samples,
+                                       shuffle=False, seed=None if seed is None else seed + 1)  # fmt: skip
     torch = keras.backend.backend() == "torch"
     steps = epochs * len(batches)
     vae.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
+        optimizer=optimizer or keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
         loss=NegativeObjective(objective, likelihood),
         jit_compile=False if torch else "auto",
         steps_per_execution=1 if torch else 10,
     )
-    return vae.fit(batches, epochs=epochs, verbose=verbose, callbacks=callbacks).history
+    return vae.fit(batches, epochs=epochs, validation_data=validation, verbose=verbose, callbacks=callbacks).history
 
 
 # [end fit]
 
 
 # [start score]
+def exact_log_ratio_model(vae):
+    """``[x, eps] -> [parameters, log p(z) - log q(z|x) per sample]`` with the posterior's own density.
+
+    Whatever divergence ``vae`` trained with (a closed form, a discriminator),
+    a Gaussian or flow posterior has a density, so ``log q(z|x)`` is
+    evaluated exactly at every sample: the same layers and weights, another
+    head on the graph.
+    """
+    terms = density_terms(vae)
+    scorer = keras.Model(vae.inputs[:2], {"parameters": vae.get_layer("parameters").output, **terms})
+    estimator = FlowKL() if "log_det" in terms else MonteCarloKL()
+
+    def score(x, eps):
+        outputs = scorer([x, eps], training=False)
+        return outputs["parameters"], -estimator.kl_terms(outputs), outputs
+
+    return score
+
+
 def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=10, seed=0, verbose=0):
-    """Importance-sampled ``log p(x)`` per image, in nats: the same model fed ``M = num_samples`` draws.
+    """Importance-sampled ``log p(x)`` per image, in nats, from ``M = num_samples`` draws of ``eps``.
 
     With ``z_m ~ q(z|x)``, ``log (1/M) sum_m p(x|z_m) p(z_m) / q(z_m|x)`` is
     the importance-weighted bound with ``M`` samples: below ``log p(x)`` in
     expectation, and tighter as ``M`` grows (Burda, Grosse & Salakhutdinov
-    2015). It is minus the model's own `NegativeObjective("iwae")` on a batch
-    of ``M`` draws of ``eps`` per image, so nothing is rebuilt, whatever
-    ``S`` the model trained with.
-    It needs ``log q(z|x)`` at every sample: the model's divergence must be
-    ``"monte_carlo"`` (a closed form gives only its mean over ``q``).
+    2015). It is minus `NegativeObjective("iwae")` on a batch of ``M``
+    draws per image, so nothing is rebuilt, whatever ``S`` the model
+    trained with. It needs ``log q(z|x)`` at every sample, which any
+    posterior with a density has (see `exact_log_ratio_model`).
     """
-    estimator = vae.get_layer("log_ratio").estimator
-    if not isinstance(estimator, MonteCarloKL):
-        raise ValueError(
-            "Scoring needs log q(z|x) at every sample: a model built with divergence='monte_carlo'. "
-            f"Received a model whose divergence is {type(estimator).__name__}"
-        )
     check_positive_ints(num_samples=num_samples, batch_size=batch_size)
+    score = exact_log_ratio_model(vae)
     negative_bound = NegativeObjective("iwae", likelihood, reduction=None)
     x = np.asarray(x, dtype="float32")
     log_px = np.empty(len(x))
@@ -185,10 +211,43 @@ def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=
         x_batch = x[start : start + batch_size]
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(start,)))
         eps = rng.standard_normal((len(x_batch), num_samples, vae.inputs[1].shape[-1]), dtype="float32")
-        bound = negative_bound(x_batch, vae([x_batch, eps], training=False))
-        log_px[start : start + len(x_batch)] = -keras.ops.convert_to_numpy(bound)
+        parameters, log_ratio, _ = score(x_batch, eps)
+        log_px[start : start + len(x_batch)] = -keras.ops.convert_to_numpy(
+            negative_bound(x_batch, [parameters, log_ratio])
+        )
         progress.add(len(x_batch))
     return log_px
+
+
+def elbo_terms(vae, x, likelihood="bernoulli", mc_samples=1, batch_size=500, seed=0):
+    """The negative ELBO's two terms per image, in nats, each averaged over ``mc_samples`` draws.
+
+    ``distortion``: ``-log p(x|z)``; ``rate``: the KL as the model's own
+    divergence estimates it (a discriminator's estimate for the adversarial
+    ones); ``rate_exact``, for a posterior with a density: the closed-form
+    KL of a Gaussian, the Monte Carlo one of a flow.
+    """
+    check_positive_ints(mc_samples=mc_samples, batch_size=batch_size)
+    score = None if vae.get_layer("encoder").inputs[1:] else exact_log_ratio_model(vae)  # implicit: [x, eps]
+    x = np.asarray(x, dtype="float32")
+    terms = {"distortion": [], "rate": []}
+    for start in range(0, len(x), batch_size):
+        x_batch = x[start : start + batch_size]
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(start,)))
+        shape = (len(x_batch), mc_samples, vae.inputs[1].shape[-1])
+        inputs = [x_batch, *(rng.standard_normal(shape, dtype="float32") for _ in vae.inputs[1:])]
+        parameters, log_ratio = vae(inputs, training=False)
+        terms["distortion"].append(negative_log_likelihood(likelihood, x_batch, parameters))
+        terms["rate"].append(-log_ratio)
+        if score is not None:  # the same draws of eps, through the posterior's density
+            _, exact, tensors = score(x_batch, inputs[1])
+            if "log_det" not in tensors:
+                exact = -keras.ops.expand_dims(gaussian_kl_divergence(tensors["z_mean"], tensors["z_log_var"]), -1)
+            terms.setdefault("rate_exact", []).append(-exact)
+    return {
+        name: np.concatenate([keras.ops.convert_to_numpy(keras.ops.mean(v, axis=-1)) for v in values]).astype("float64")
+        for name, values in terms.items()
+    }
 
 
 # [end score]
