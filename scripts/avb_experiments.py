@@ -15,7 +15,9 @@ each with the SHA-256 of the inputs it came from:
   too): test negative ELBO
   with the exact KL where the posterior is Gaussian, the discriminator's KL
   estimate where there is one, and the test log-likelihood by importance
-  sampling where ``q`` has a density.
+  sampling where ``q`` has a density (per image in ``mnist/log_px.npz``).
+  Every model is the composed VAE (`compose.py`) with the row's posterior
+  and divergence, trained by `training.fit_vae`.
 
 ``--parts`` picks parts; ``--if-stale`` runs only the parts whose inputs
 changed; ``--check`` exits 1 when a record does not match its inputs;
@@ -58,27 +60,47 @@ SETTINGS = {
         "seed": 0,
     },
     "toy": {
-        "models": {"gaussian": "closed_form", "implicit": "adversarial"},
+        "models": {
+            "gaussian": {"posterior": "gaussian", "divergence": "closed_form"},
+            "implicit": {"posterior": "implicit", "divergence": "adversarial"},
+        },
+        "architecture": {
+            "latent_dim": 2,
+            "hidden_units": 64,
+            "hidden_layers": 2,
+            "activation": "relu",
+            "discriminator_units": 256,
+            "discriminator_layers": 2,
+        },
         "copies": 12500,
         "num_epochs": 150,
         "batch_size": 500,
-        "latent_dim": 2,
-        "intermediate_dim": 64,
-        "discriminator_units": 256,
+        "mc_samples": 1,
+        "learning_rate": 1e-3,
         "log_likelihood_samples": 100000,
         "elbo_samples": 1000,
         "seed": 0,
     },
     "mnist": {
         "rows": {
-            "closed_form": {"estimator": "closed_form", "posterior": "gaussian"},
-            "monte_carlo": {"estimator": "monte_carlo", "posterior": "gaussian"},
-            "adversarial": {"estimator": "adversarial", "posterior": "gaussian"},
-            "adaptive_contrast": {"estimator": "adaptive_contrast", "posterior": "gaussian"},
-            "adversarial_implicit": {"estimator": "adversarial", "posterior": "implicit"},
-            "adaptive_contrast_implicit": {"estimator": "adaptive_contrast", "posterior": "implicit"},
+            "closed_form": {"posterior": "gaussian", "divergence": "closed_form"},
+            "monte_carlo": {"posterior": "gaussian", "divergence": "monte_carlo"},
+            "adversarial": {"posterior": "gaussian", "divergence": "adversarial"},
+            "adaptive_contrast": {"posterior": "gaussian", "divergence": "adaptive_contrast"},
+            "adversarial_implicit": {"posterior": "implicit", "divergence": "adversarial"},
+            "adaptive_contrast_implicit": {"posterior": "implicit", "divergence": "adaptive_contrast"},
+        },
+        "architecture": {
+            "latent_dim": 8,
+            "hidden_units": 256,
+            "hidden_layers": 2,
+            "activation": "relu",
+            "discriminator_units": 256,
+            "discriminator_layers": 2,
         },
         "num_epochs": 30,
+        "batch_size": 100,
+        "learning_rate": 1e-3,
         "mc_samples": 8,
         "num_train": 60000,
         "num_test": 10000,
@@ -176,141 +198,136 @@ def estimate_pair(pair, settings, rng):
     }
 
 
-def prior_log_likelihood(decoder, x, num_samples, seed):
-    """``log p(x)`` by importance sampling with the prior as proposal (any encoder): ``(log_px, stderr)``."""
+def prior_log_likelihood(vae, x, num_samples, seed):
+    """``log p(x)`` by importance sampling with the prior as proposal (any posterior): ``(log_px, stderr)``.
+
+    ``log (1/M) sum_m p(x|z_m)`` with ``z_m ~ p(z)``, by log-sum-exp; the
+    standard error is the delta method's, ``sd(w) / (sqrt(M) mean(w))``.
+    """
     import numpy as np
+    from keras import ops
 
-    from log_likelihood import importance_sampled_log_likelihood
-    from variational_autoencoder import BernoulliNegativeLogLikelihood
+    from likelihoods import negative_log_likelihood
 
-    nll = BernoulliNegativeLogLikelihood(reduction=None)
-    zeros = np.zeros((len(x), decoder.inputs[0].shape[-1]), "float32")
-    return importance_sampled_log_likelihood(
-        x, zeros, zeros, lambda x_batch, z: -nll(x_batch, decoder(z)), num_samples=num_samples, seed=seed
-    )
+    decoder = vae.get_layer("decoder")
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((len(x), num_samples, decoder.inputs[0].shape[-1])).astype("float32")
+    log_w = -ops.convert_to_numpy(negative_log_likelihood("bernoulli", x, decoder(z))).astype("float64")
+    shift = log_w.max(axis=1, keepdims=True)
+    w = np.exp(log_w - shift)
+    log_px = np.log(w.mean(axis=1)) + shift[:, 0]
+    return log_px, w.std(axis=1) / (np.sqrt(num_samples) * w.mean(axis=1))
+
+
+def train(x_train, parts, settings, verbose=0, callbacks=None):
+    """`compose_vae` with ``parts`` and the settings' architecture, fitted by `fit_vae`: ``(vae, history)``."""
+    import keras
+
+    from compose import compose_vae
+    from training import fit_vae
+
+    keras.utils.set_random_seed(settings["seed"])
+    vae = compose_vae(x_train.shape[-1], **parts, **settings["architecture"])
+    history = fit_vae(
+        vae, x_train, epochs=settings["num_epochs"], batch_size=settings["batch_size"],
+        mc_samples=settings["mc_samples"], learning_rate=settings["learning_rate"], binarize=True,
+        seed=settings["seed"], verbose=verbose, callbacks=callbacks,
+    )  # fmt: skip
+    return vae, history
 
 
 def toy(settings, output_dir):
     """Four one-hot points: a Gaussian-posterior VAE against AVB with an implicit posterior."""
     import numpy as np
 
-    from avb import evaluate_kl_vae, train_kl_vae
+    from training import elbo_terms
 
     x_points = np.eye(4, dtype="float32")
     x_train = np.tile(x_points, (settings["copies"], 1))
     results = {"optimum_log_likelihood": -math.log(4)}
-    (output_dir / "toy").mkdir(parents=True, exist_ok=True)
-    for posterior, estimator in settings["models"].items():
+    for name, parts in settings["models"].items():
         start = time.perf_counter()
-        vae, _, decoder, history = train_kl_vae(
-            x_train, verbose=0, estimator=estimator, posterior=posterior, num_epochs=settings["num_epochs"],
-            batch_size=settings["batch_size"], latent_dim=settings["latent_dim"],
-            intermediate_dim=settings["intermediate_dim"], discriminator_units=settings["discriminator_units"],
-            seed=settings["seed"],
-        )  # fmt: skip
+        vae, history = train(x_train, parts, settings)
         seconds = time.perf_counter() - start
-        terms = evaluate_kl_vae(vae, x_points, mc_samples=settings["elbo_samples"], seed=settings["seed"])
-        log_px, stderr = prior_log_likelihood(decoder, x_points, settings["log_likelihood_samples"], settings["seed"])
-        kl = terms.get("kl_exact", terms.get("kl_adversarial"))
-        results[posterior] = {
-            "estimator": estimator,
+        terms = elbo_terms(vae, x_points, mc_samples=settings["elbo_samples"], seed=settings["seed"])
+        log_px, stderr = prior_log_likelihood(vae, x_points, settings["log_likelihood_samples"], settings["seed"])
+        kl = terms.get("rate_exact", terms["rate"])
+        results[name] = {
+            **parts,
             "log_likelihood": log_px.tolist(),
             "log_likelihood_stderr": stderr.tolist(),
             "mean_log_likelihood": float(log_px.mean()),
             "distortion": terms["distortion"].tolist(),
             "kl": kl.tolist(),
-            "kl_kind": "exact" if "kl_exact" in terms else "adversarial estimate",
+            "kl_kind": "exact" if "rate_exact" in terms else "adversarial estimate",
             "mean_negative_elbo": float((terms["distortion"] + kl).mean()),
             "final_train_loss": float(history["loss"][-1]),
             "train_seconds": seconds,
         }
-        fresh_copy(vae, estimator, posterior, settings).save(output_dir / "toy" / f"{posterior}.keras")
-        print(f"  toy {posterior}: mean log p(x) {log_px.mean():.3f} (optimum {-math.log(4):.3f}), {seconds:.0f} s")
+        if output_dir is not None:
+            provenance.save_model(vae, output_dir / "toy" / f"{name}.keras")
+        print(f"  toy {name}: mean log p(x) {log_px.mean():.3f} (optimum {-math.log(4):.3f}), {seconds:.0f} s")
     return results
-
-
-def fresh_copy(vae, estimator, posterior, settings):
-    """An uncompiled `build_kl_vae` model with ``vae``'s weights (no optimiser state on disk)."""
-    from avb import AVB_DEFAULTS, build_kl_vae
-
-    s = {**AVB_DEFAULTS, **settings}
-    mc_samples = vae.inputs[1].shape[1]
-    fresh, _, _ = build_kl_vae(
-        estimator, posterior, vae.inputs[0].shape[-1], s["intermediate_dim"], s["latent_dim"], mc_samples,
-        s["hidden_layers"], s["activation"], s["discriminator_units"], s["discriminator_layers"],
-    )  # fmt: skip
-    fresh.set_weights(vae.get_weights())
-    return fresh
-
-
-def gaussian_copy(encoder, decoder, settings):
-    """A `build_vae` model holding a Gaussian encoder's and the decoder's weights, for `vae_log_likelihood`."""
-    from variational_autoencoder import build_vae
-
-    vae, copy_encoder, copy_decoder = build_vae(
-        decoder.outputs[0].shape[-1], settings["intermediate_dim"], settings["latent_dim"], 1,
-        settings["hidden_layers"], settings["activation"],
-    )  # fmt: skip
-    copy_encoder.set_weights(encoder.get_weights())
-    copy_decoder.set_weights(decoder.get_weights())
-    return vae
 
 
 def mnist(settings, output_dir):
     """The same model trained with each estimator; test negative ELBO, KL estimates and log-likelihood."""
     import numpy as np
 
-    from avb import AVB_DEFAULTS, evaluate_kl_vae, train_kl_vae
     from epoch_timer import make_epoch_timer
-    from log_likelihood import vae_log_likelihood
     from mnist_data import flatten_and_scale, load_mnist
     from train import binarize_once
+    from training import elbo_terms, log_likelihood
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train = flatten_and_scale(x_train[: settings["num_train"]])
     x_test = binarize_once(flatten_and_scale(x_test[: settings["num_test"]]), settings["test_binarization_seed"])
-    results = {"defaults": AVB_DEFAULTS}
-    (output_dir / "mnist").mkdir(parents=True, exist_ok=True)
+    results, per_image = {}, {}
     verbose = 1 if sys.stdout.isatty() else 2
-    for row, choice in settings["rows"].items():
+    for row, parts in settings["rows"].items():
         print(f"  mnist {row} ...", flush=True)
         timer = make_epoch_timer()
         start = time.perf_counter()
-        vae, encoder, decoder, history = train_kl_vae(
-            x_train, verbose=verbose, callbacks=[timer], num_epochs=settings["num_epochs"], seed=settings["seed"],
-            mc_samples=settings["mc_samples"], **choice,
-        )  # fmt: skip
+        vae, history = train(x_train, parts, settings, verbose, [timer])
         train_seconds = time.perf_counter() - start
-        terms = evaluate_kl_vae(vae, x_test, seed=settings["seed"])  # with the samples it trained with
+        terms = elbo_terms(vae, x_test, mc_samples=settings["mc_samples"], seed=settings["seed"])
         result = {
-            **choice,
+            **parts,
             "num_epochs": len(timer.seconds),
             "train_seconds": train_seconds,
             "seconds_per_epoch": float(np.median(timer.seconds[1:] or timer.seconds)),
             "final_train_loss": float(history["loss"][-1]),
             "test_distortion": float(terms["distortion"].mean()),
         }
-        if "kl_exact" in terms:
-            result["test_kl_exact"] = float(terms["kl_exact"].mean())
-            result["test_negative_elbo"] = float((terms["distortion"] + terms["kl_exact"]).mean())
-            result["test_negative_elbo_stderr"] = float(
-                (terms["distortion"] + terms["kl_exact"]).std() / math.sqrt(len(x_test))
-            )
+        if "rate_exact" in terms:  # a posterior with a density: the exact ELBO and log p(x)
+            negative_elbo = terms["distortion"] + terms["rate_exact"]
+            result["test_kl_exact"] = float(terms["rate_exact"].mean())
+            result["test_negative_elbo"] = float(negative_elbo.mean())
+            result["test_negative_elbo_stderr"] = float(negative_elbo.std(ddof=1) / math.sqrt(len(x_test)))
             start = time.perf_counter()
-            log_px, mc_stderr = vae_log_likelihood(
-                gaussian_copy(encoder, decoder, {**AVB_DEFAULTS, **choice}), x_test,
-                settings["log_likelihood_samples"], seed=settings["seed"], verbose=0,
-            )  # fmt: skip
+            log_px = log_likelihood(vae, x_test, "bernoulli", settings["log_likelihood_samples"], seed=settings["seed"])
             result["test_nll"] = float(-log_px.mean())
-            result["test_nll_stderr"] = float(log_px.std() / math.sqrt(len(log_px)))
-            result["test_nll_monte_carlo_stderr"] = float(np.sqrt(np.nanmean(mc_stderr**2) / len(log_px)))
+            result["test_nll_stderr"] = float(log_px.std(ddof=1) / math.sqrt(len(log_px)))
             result["log_likelihood_seconds"] = time.perf_counter() - start
-        if "kl_adversarial" in terms:
-            result["test_kl_adversarial"] = float(terms["kl_adversarial"].mean())
-            result["test_negative_elbo_adversarial"] = float((terms["distortion"] + terms["kl_adversarial"]).mean())
+            per_image[row] = log_px
+        if parts["divergence"] in ("adversarial", "adaptive_contrast"):
+            result["test_kl_adversarial"] = float(terms["rate"].mean())
+            result["test_negative_elbo_adversarial"] = float((terms["distortion"] + terms["rate"]).mean())
         results[row] = result
-        fresh_copy(vae, choice["estimator"], choice["posterior"], {}).save(output_dir / "mnist" / f"{row}.keras")
+        if output_dir is not None:
+            provenance.save_model(vae, output_dir / "mnist" / f"{row}.keras")
         print(f"  mnist {row}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items() if isinstance(v, float)))
+    # Each row against the closed form on the same test images: the mean per-image difference of log p(x).
+    results["paired_with_closed_form"] = {
+        row: {
+            "difference": float((log_px - per_image["closed_form"]).mean()),
+            "stderr": float((log_px - per_image["closed_form"]).std(ddof=1) / math.sqrt(len(log_px))),
+        }
+        for row, log_px in per_image.items()
+        if row != "closed_form"
+    }
+    if output_dir is not None:  # log p(x) per test image, for paired comparisons of the rows
+        provenance.save_arrays(output_dir / "mnist" / "log_px.npz", per_image)
     return results
 
 

@@ -8,8 +8,8 @@ writes, in ``--output-dir`` (default ``images/avb``):
   Gaussian posterior next to the implicit one;
 * ``estimator_curves.svg``: the discriminator's KL estimate against training
   steps on pairs of Gaussians, with the exact KL and the Monte Carlo spread;
-* ``avb_model.svg``: the graph of `build_kl_vae("adversarial", "implicit")`,
-  drawn by graphviz from the model;
+* ``avb_model.svg``: the graph of the composed VAE with an implicit
+  posterior and the adversarial divergence, drawn by graphviz from the model;
 * ``figures.json``: the record of the inputs they came from.
 
 With ``--if-stale`` it does nothing when the record matches the inputs.
@@ -35,7 +35,7 @@ RECORD_NAME = "figures.json"
 TOY_MODELS = ("gaussian", "implicit")
 TOY_TITLES = {"gaussian": "Gaussian q(z|x), closed-form KL", "implicit": "implicit q(z|x), adversarial KL"}
 PAIR_TITLES = {"near-2d": "2-D, close to the prior", "far-2d": "2-D, far from the prior", "far-8d": "8-D, far"}
-SETTINGS = {"toy_samples": 600, "seed": 0, "diagram": {"latent_dim": 2, "mc_samples": 5, "intermediate_dim": 64}}
+SETTINGS = {"toy_samples": 600, "seed": 0, "diagram": {"data_dim": 784, "latent_dim": 2, "hidden_units": 64}}
 
 
 def input_paths(results_dir):
@@ -55,23 +55,21 @@ def drawn_settings():
 
 
 def posterior_samples(vae, x, num_samples, seed):
-    """Draws of ``z ~ q(z|x)``, shape (len(x), num_samples, latent_dim), from any `build_kl_vae` model."""
+    """Draws of ``z ~ q(z|x)``, shape (len(x), num_samples, latent_dim), from any composed model."""
+    import keras
     import numpy as np
     from keras import ops
 
-    from avb import kl_vae_parts, posterior_sample
-
-    encoder, _, decoder = kl_vae_parts(vae)
-    latent_dim = decoder.inputs[0].shape[-1]
-    eps = np.random.default_rng(seed).standard_normal((len(x), num_samples, latent_dim)).astype("float32")
-    return ops.convert_to_numpy(posterior_sample(encoder, x, eps)[0])
+    z = keras.Model(vae.inputs[:2], vae.get_layer("log_ratio").terms()["z"])
+    eps = np.random.default_rng(seed).standard_normal((len(x), num_samples, vae.inputs[1].shape[-1]))
+    return ops.convert_to_numpy(z([x, eps.astype("float32")], training=False))
 
 
 def plot_toy(results_dir, toy, path):
     import keras
     import numpy as np
 
-    import avb  # noqa: F401  (registers the layers the saved models use)
+    import compose  # noqa: F401  (registers the layers the saved models use)
 
     plt = setup_matplotlib()
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.1), constrained_layout=True)
@@ -119,14 +117,10 @@ def plot_estimators(estimators, path):
 
 
 def draw_model(path):
-    from avb import build_kl_vae
+    from compose import compose_vae
     from make_diagrams import model_to_svg
 
-    d = SETTINGS["diagram"]
-    vae, _, _ = build_kl_vae(
-        "adversarial", "implicit", intermediate_dim=d["intermediate_dim"], latent_dim=d["latent_dim"],
-        mc_samples=d["mc_samples"],
-    )  # fmt: skip
+    vae = compose_vae(posterior="implicit", divergence="adversarial", **SETTINGS["diagram"])
     pathlib.Path(path).write_text(model_to_svg(vae, show_shapes=True))
 
 

@@ -8,8 +8,9 @@ Reads ``results/flows/toy.json`` and the fitted flows
   densities of the fitted flows (planar, K = 2, 8, 32, and IAF, K = 32), each
   drawn exactly, ``q_K(f(z_0)) = N(z_0; 0, I) / |det|``, on the image of a
   fine grid of ``z_0``;
-* ``flow_vae.svg`` and ``flow_stack.svg``: the graphs of `build_flow_vae` and
-  of its flow, drawn by graphviz from the models;
+* ``flow_vae.svg`` and ``flow_stack.svg``: the graphs of the composed VAE
+  with a planar-flow posterior and of its flow, drawn by graphviz from the
+  models;
 * ``figures.json``: the record of the inputs they came from.
 
 With ``--if-stale`` it does nothing when the record matches the inputs.
@@ -36,7 +37,7 @@ SETTINGS = {
     "grid_points": 401,
     "grid_half_width": 5.0,
     "dpi": 110,
-    "diagram": {"flow": "planar", "num_flows": 2, "latent_dim": 2, "mc_samples": 5, "intermediate_dim": 64},
+    "diagram": {"posterior": "planar", "num_flows": 2, "data_dim": 784, "latent_dim": 2, "hidden_units": 64},
 }
 
 
@@ -120,16 +121,12 @@ def plot_densities(results_dir, toy, path):
 
 
 def draw_models(vae_path, flow_path):
-    from flows import build_flow_vae
+    from compose import compose_vae
     from make_diagrams import model_to_svg
 
-    d = SETTINGS["diagram"]
-    vae, _, flow, _ = build_flow_vae(
-        d["flow"], d["num_flows"], intermediate_dim=d["intermediate_dim"], latent_dim=d["latent_dim"],
-        mc_samples=d["mc_samples"],
-    )  # fmt: skip
+    vae = compose_vae(divergence="monte_carlo", **SETTINGS["diagram"])
     pathlib.Path(vae_path).write_text(model_to_svg(vae, show_shapes=True))
-    pathlib.Path(flow_path).write_text(model_to_svg(flow, show_shapes=True))
+    pathlib.Path(flow_path).write_text(model_to_svg(vae.get_layer("flow"), show_shapes=True))
 
 
 def draw(results_dir, output_dir):
