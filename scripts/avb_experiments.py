@@ -318,14 +318,7 @@ def mnist(settings, output_dir):
             provenance.save_model(vae, output_dir / "mnist" / f"{row}.keras")
         print(f"  mnist {row}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items() if isinstance(v, float)))
     # Each row against the closed form on the same test images: the mean per-image difference of log p(x).
-    results["paired_with_closed_form"] = {
-        row: {
-            "difference": float((log_px - per_image["closed_form"]).mean()),
-            "stderr": float((log_px - per_image["closed_form"]).std(ddof=1) / math.sqrt(len(log_px))),
-        }
-        for row, log_px in per_image.items()
-        if row != "closed_form"
-    }
+    results["paired_with_closed_form"] = provenance.paired_differences(per_image, "closed_form")
     if output_dir is not None:  # log p(x) per test image, for paired comparisons of the rows
         provenance.save_arrays(output_dir / "mnist" / "log_px.npz", per_image)
     return results

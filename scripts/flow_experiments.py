@@ -224,14 +224,7 @@ def mnist(settings, output_dir):
         print(f"  mnist {row}: test NLL {r['test_nll']:.2f}, -ELBO {r['final_test_negative_elbo']:.2f}, "
               f"{r['seconds_per_epoch']:.1f} s/epoch", flush=True)  # fmt: skip
     # Each flow against the Gaussian posterior on the same test images: the mean per-image difference of log p(x).
-    results["paired_with_gaussian"] = {
-        row: {
-            "difference": float((log_px - per_image["gaussian"]).mean()),
-            "stderr": float((log_px - per_image["gaussian"]).std(ddof=1) / math.sqrt(len(log_px))),
-        }
-        for row, log_px in per_image.items()
-        if row != "gaussian"
-    }
+    results["paired_with_gaussian"] = provenance.paired_differences(per_image, "gaussian")
     if output_dir is not None:
         provenance.save_arrays(output_dir / "mnist" / "log_px.npz", per_image)
     return results

@@ -137,6 +137,25 @@ def save_arrays(path, arrays):
     os.replace(partial, path)
 
 
+def paired_differences(per_image, reference):
+    """Each row's mean per-image difference from the ``reference`` row, with its standard error.
+
+    ``per_image`` maps row names to values on the same items (say ``log p(x)``
+    of the same test images), so the noise the rows share cancels.
+    """
+    import math
+
+    import numpy as np
+
+    paired = {}
+    for row, values in per_image.items():
+        if row != reference:
+            difference = np.asarray(values, "float64") - np.asarray(per_image[reference], "float64")
+            paired[row] = {"difference": float(difference.mean()),
+                           "stderr": float(difference.std(ddof=1) / math.sqrt(len(difference)))}  # fmt: skip
+    return paired
+
+
 def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra="", probe=None):
     """A part's behavioural fingerprint: its ``run_part`` at the quick settings on the committed MNIST subset.
 
