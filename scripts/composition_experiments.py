@@ -96,12 +96,13 @@ def iaf_iwae_cb(settings, output_dir):
     if settings["num_test"] >= 100:  # the full run: the paired difference
         reference = keras.saving.load_model(REFERENCE_MODEL, safe_mode=True)
         reference_log_px, _ = reference_log_likelihood(reference, likelihood, x_test, samples, seed=settings["seed"])
-        difference = log_px - reference_log_px  # per image: positive where our combination scores higher
+        # Per image, positive where our combination scores higher.
+        paired = provenance.paired_differences({"ours": log_px, "reference": reference_log_px}, "reference")["ours"]
         results["reference"] = {
             "model": str(REFERENCE_MODEL.relative_to(REPO_ROOT)),
             **summary(reference_log_px),
-            "paired_difference": float(difference.mean()),
-            "paired_difference_stderr": float(difference.std(ddof=1) / math.sqrt(len(difference))),
+            "paired_difference": paired["difference"],
+            "paired_difference_stderr": paired["stderr"],
         }
         per_image["reference_log_px"] = reference_log_px
     if output_dir is not None:  # the model, and log p(x) per test image (for paired comparisons)

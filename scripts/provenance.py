@@ -107,34 +107,34 @@ def write_record(record_path, record):
     record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def save_model(vae, path):
-    """``vae`` saved without its optimiser's state (a third of the size), atomically: a clone with its weights.
-
-    The file appears whole or not at all: it is written under another name
-    beside ``path`` and renamed over it.
-    """
-    import keras
-
+def write_atomically(path, write):
+    """``write(partial)`` beside ``path``, then renamed over it: the file appears whole or not at all."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def save_model(vae, path):
+    """``vae`` saved without its optimiser's state (a third of the size), atomically: a clone with its weights."""
+    import keras
+
     config = keras.saving.serialize_keras_object(vae)
     config.pop("compile_config", None)  # no optimiser to save
     fresh = keras.saving.deserialize_keras_object(config)
     fresh.set_weights(vae.get_weights())
-    partial = path.with_name(f".{path.stem}.partial.keras")
-    fresh.save(partial)
-    os.replace(partial, path)
+    write_atomically(path, fresh.save)
 
 
 def save_arrays(path, arrays):
-    """NumPy arrays by name in one compressed ``.npz``, written atomically (see `save_model`)."""
+    """NumPy arrays by name in one compressed ``.npz``, written atomically."""
     import numpy as np
 
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial.npz")
-    np.savez_compressed(partial, **arrays)
-    os.replace(partial, path)
+    write_atomically(path, lambda partial: np.savez_compressed(partial, **arrays))
 
 
 def paired_differences(per_image, reference):

@@ -323,3 +323,19 @@ def test_fingerprint_settings_reach_every_row_head_and_target_of_the_full_settin
     module = importlib.import_module(script)
     for part in module.PARTS:
         assert structure(module.FINGERPRINT[part]) == structure(module.SETTINGS[part]), (script, part)
+
+
+def test_a_write_that_fails_leaves_the_old_file_whole_and_no_partial_behind(tmp_path):
+    import provenance
+
+    path = tmp_path / "log_px.npz"
+    provenance.write_atomically(path, lambda partial: partial.write_bytes(b"old"))
+
+    def write_then_fail(partial):
+        partial.write_bytes(b"half of the new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        provenance.write_atomically(path, write_then_fail)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log_px.npz"]
