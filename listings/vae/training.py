@@ -136,11 +136,10 @@ def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_s
     optimiser; pass ``optimizer`` to train with another (a paper's
     schedule). Settings that a backend refuses are chosen for it: PyTorch
     runs one step per execution, without XLA; TensorFlow and JAX run ten
-    steps per execution in one compiled function (XLA where Keras's
-    ``"auto"`` picks it: with JAX, and not with TensorFlow on a machine
-    without an accelerator). With ``validation_x`` (data as the model sees
-    it: already binary, say) the history also holds ``val_loss``, the same
-    loss on it after every epoch.
+    steps per execution in one XLA-compiled function (where Keras's
+    ``"auto"`` would leave XLA off for TensorFlow on a CPU). With
+    ``validation_x`` (data as the model sees it: already binary, say) the
+    history also holds ``val_loss``, the same loss on it after every epoch.
     """
     check_parts("gaussian", "monte_carlo", likelihood, objective)
     check_positive_ints(epochs=epochs)
@@ -161,7 +160,7 @@ def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_s
     vae.compile(
         optimizer=optimizer or keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
         loss=NegativeObjective(objective, likelihood),
-        jit_compile=False if torch else "auto",
+        jit_compile=not torch,
         steps_per_execution=1 if torch else 10,
     )
     return vae.fit(batches, epochs=epochs, validation_data=validation, verbose=verbose, callbacks=callbacks).history
