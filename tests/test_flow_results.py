@@ -106,6 +106,17 @@ def test_the_mnist_claims_of_the_post_hold():
     assert "the planar posterior ends further from its decoder's true posterior" in text
 
 
+def test_the_cost_claims_of_the_post_hold():
+    """32 planar flows cost well over twice the flowless model; four IAF steps about what eight planar flows do
+    (within 30%); and the two inversions the post names as timing noise are in the record."""
+    cost = {name: row["seconds_per_epoch"] for name, row in record("cost")["results"].items() if name != "batch_size"}
+    assert cost["planar-32"] > 2 * cost["planar-0"]
+    assert abs(cost["iaf-4"] - cost["planar-8"]) < 0.3 * cost["planar-8"]
+    assert cost["planar-2"] > cost["planar-8"] and cost["iaf-1"] < cost["planar-0"]
+    text = " ".join((REPO_ROOT / "posts" / "normalizing-flows-in-keras.rst").read_text().split())
+    assert "the model with two planar flows came out slower than the one with eight" in text
+
+
 def test_the_2d_iaf_claims_of_the_post_hold():
     """The IAF settles on one arc of U1 (a KL near log 2) and stays behind planar flows of the same length."""
     kl = record("toy")["results"]["kl"]
