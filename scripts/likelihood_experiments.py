@@ -82,15 +82,14 @@ def bits_per_dim(nll_nats, dim):
 
 def head_model(choice):
     """The main post's VAE (its settings in `train.DEFAULTS`) with the head ``choice`` names, uncompiled."""
-    from skeleton import build_decoder, build_model
+    from compose import compose_vae
     from train import DEFAULTS
-    from variational_autoencoder import build_encoder
 
-    units, latent_dim, layers = DEFAULTS["intermediate_dim"], DEFAULTS["latent_dim"], DEFAULTS["hidden_layers"]
-    encoder = build_encoder(784, units, latent_dim, layers, DEFAULTS["activation"])
-    decoder = build_decoder(choice["likelihood"], 784, units, latent_dim, layers, DEFAULTS["activation"],
-                            heteroscedastic=choice["heteroscedastic"])  # fmt: skip
-    return build_model(encoder, decoder, 784, latent_dim, mc_samples=DEFAULTS["mc_samples"])
+    return compose_vae(
+        784, DEFAULTS["latent_dim"], likelihood=choice["likelihood"], hidden_units=DEFAULTS["intermediate_dim"],
+        hidden_layers=DEFAULTS["hidden_layers"], activation=DEFAULTS["activation"],
+        heteroscedastic=choice["heteroscedastic"],
+    )  # fmt: skip
 
 
 def dequantised_mnist(settings):
@@ -112,27 +111,27 @@ def mnist(settings, output_dir):
     import keras
 
     from likelihoods import sample_from
-    from skeleton import fit, log_likelihood
     from train import DEFAULTS
+    from training import fit_vae, log_likelihood
 
     x_train, x_test, rng = dequantised_mnist(settings)
     shown = x_test[: settings["num_images"]]
     z_prior = rng.standard_normal((settings["num_images"], 1, DEFAULTS["latent_dim"]), dtype="float32")
-    images = {"data": shown}
+    images, per_image = {"data": shown}, {}
     results = {"architecture": {k: DEFAULTS[k] for k in ("latent_dim", "intermediate_dim", "hidden_layers")}}
     verbose = 1 if sys.stdout.isatty() else 2
     for head, choice in settings["heads"].items():
         print(f"  mnist {head} ...", flush=True)
         likelihood = choice["likelihood"]
+        keras.utils.set_random_seed(settings["seed"])
         model = head_model(choice)
         encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
         start = time.perf_counter()
-        # The Bernoulli row is the quickstart's choice: grey levels under a
-        # Bernoulli "likelihood", checked only against [0, 1].
-        history = fit(
-            model, likelihood, x_train, num_epochs=settings["num_epochs"], batch_size=settings["batch_size"],
-            learning_rate=settings["learning_rate"], dequantize=True, seed=settings["seed"], verbose=verbose,
-            support="continuous_bernoulli" if likelihood == "bernoulli" else None,
+        # The Bernoulli row is the quickstart's choice: dequantised grey levels under a Bernoulli "likelihood".
+        history = fit_vae(
+            model, x_train, likelihood, epochs=settings["num_epochs"], batch_size=settings["batch_size"],
+            mc_samples=DEFAULTS["mc_samples"], learning_rate=settings["learning_rate"], dequantize=True,
+            seed=settings["seed"], verbose=verbose,
         )  # fmt: skip
         train_seconds = time.perf_counter() - start
         # Bernoulli: its own number (not a likelihood) and the same decoder read as a continuous Bernoulli.
@@ -141,13 +140,12 @@ def mnist(settings, output_dir):
                "train_loss_per_epoch": [float(v) for v in history["loss"]], "test": {}}  # fmt: skip
         for name in scored_as:
             start = time.perf_counter()
-            log_px, mc_stderr = log_likelihood(model, name, x_test, settings["log_likelihood_samples"],
-                                               seed=settings["seed"])  # fmt: skip
+            log_px = log_likelihood(model, x_test, name, settings["log_likelihood_samples"], seed=settings["seed"])
+            per_image[f"{head}/{name}"] = log_px
             nll = float(-log_px.mean())
             row["test"][name] = {
                 "nll": nll,
                 "nll_stderr": float(log_px.std(ddof=1) / math.sqrt(len(log_px))),
-                "nll_monte_carlo_stderr": float(np.sqrt(np.nansum(mc_stderr**2)) / len(log_px)),
                 "bits_per_dim": bits_per_dim(nll, 784),
                 "seconds": time.perf_counter() - start,
             }
@@ -161,10 +159,9 @@ def mnist(settings, output_dir):
             images[f"{head}/{key}_mean"] = mean
             images[f"{head}/{key}_draw"] = draw
         results[head] = row
-        fresh = head_model(choice)  # saved without the optimiser's state
-        fresh.set_weights(model.get_weights())
-        fresh.save(output_dir / "mnist" / f"{head}.keras")
-    np.savez_compressed(output_dir / "mnist_images.npz", **{k: np.asarray(v, "float32") for k, v in images.items()})
+        provenance.save_model(model, output_dir / "mnist" / f"{head}.keras")
+    provenance.save_arrays(output_dir / "mnist_images.npz", {k: np.asarray(v, "float32") for k, v in images.items()})
+    provenance.save_arrays(output_dir / "mnist" / "log_px.npz", per_image)
     results["dim"] = 784
     return results
 
@@ -189,18 +186,21 @@ def exact_posterior(x, y, noise_scale):
 
 def regression(settings):
     """Bayesian linear regression over several splits: coverage and log predictive density."""
+    import keras
     from scipy import stats
 
-    from skeleton import build_task_model, fit, load_task, log_predictive_density, predictive_samples
+    from skeleton import load_task, log_predictive_density, task_vae
+    from training import fit_vae, posterior_predictive
 
     splits = []
     for split in range(settings["splits"]):
         (x_train, y_train), (x_test, y_test) = load_task("diabetes", seed=settings["seed"] + split)
-        model, likelihood = build_task_model("diabetes", x_train.shape[-1])
-        fit(model, likelihood, x_train, y_train, num_epochs=settings["num_epochs"], batch_size=settings["batch_size"],
-            learning_rate=settings["learning_rate"], loss_scale=len(x_train), seed=settings["seed"] + split,
-            verbose=0)  # fmt: skip
-        parameters = predictive_samples(model, x_test, settings["predictive_samples"], seed=split)
+        keras.utils.set_random_seed(settings["seed"] + split)
+        model, likelihood = task_vae("diabetes", x_train.shape[-1], len(x_train))
+        fit_vae(model, x_train, likelihood, epochs=settings["num_epochs"], batch_size=settings["batch_size"],
+                learning_rate=settings["learning_rate"], seed=settings["seed"] + split, y=y_train,
+                verbose=0)  # fmt: skip
+        parameters = posterior_predictive(model, x_test, settings["predictive_samples"], seed=split)
         mean, log_scale = np.split(parameters, 2, axis=-1)
         rng = np.random.default_rng(split)
         draws = (mean + np.exp(log_scale) * rng.standard_normal(mean.shape))[..., 0]
@@ -217,7 +217,7 @@ def regression(settings):
         test_design = np.hstack([x_test, np.ones((len(x_test), 1))])
         exact_mean = test_design @ w_mean
         exact_scale = np.sqrt(np.einsum("ni,ij,nj->n", test_design, w_cov, test_design) + noise_scale**2)
-        posterior = model.get_layer("encoder").get_layer("posterior")
+        posterior = model.get_layer("posterior")
         row = {
             "noise_scale": noise_scale,
             "log_predictive_density": float(log_predictive_density(likelihood, y_test, parameters).mean()),
@@ -278,17 +278,19 @@ def classification(settings):
     import keras
 
     from likelihoods import NegativeLogLikelihood, categorical_nll
-    from skeleton import build_task_model, fit, load_task, predictive_samples
+    from skeleton import load_task, task_vae
+    from training import fit_vae, posterior_predictive
 
     (x_train, y_train), (x_test, y_test) = load_task("digits", seed=settings["seed"])
-    model, likelihood = build_task_model("digits", x_train.shape[-1])
-    fit(model, likelihood, x_train, y_train, num_epochs=settings["num_epochs"], batch_size=settings["batch_size"],
-        learning_rate=settings["learning_rate"], loss_scale=len(x_train), seed=settings["seed"], verbose=0)  # fmt: skip
-    logits = predictive_samples(model, x_test, settings["predictive_samples"], seed=settings["seed"])
+    keras.utils.set_random_seed(settings["seed"])
+    model, likelihood = task_vae("digits", x_train.shape[-1], len(x_train))
+    fit_vae(model, x_train, likelihood, epochs=settings["num_epochs"], batch_size=settings["batch_size"],
+            learning_rate=settings["learning_rate"], seed=settings["seed"], y=y_train, verbose=0)  # fmt: skip
+    logits = posterior_predictive(model, x_test, settings["predictive_samples"], seed=settings["seed"])
     log_probs = keras.ops.convert_to_numpy(keras.ops.log_softmax(logits, axis=-1))
     bayes = np.exp(np.logaddexp.reduce(log_probs, axis=1) - math.log(log_probs.shape[1]))
     # The same model at its posterior mean only: separates the posterior's spread from its mean.
-    posterior = model.get_layer("encoder").get_layer("posterior")
+    posterior = model.get_layer("posterior")
     w_mean, w_log_var = (keras.ops.convert_to_numpy(weight) for weight in posterior.weights)
     z = np.broadcast_to(w_mean, (len(x_test), 1, len(w_mean)))
     mean_logits = model.get_layer("decoder")([keras.ops.convert_to_tensor(x_test), keras.ops.convert_to_tensor(z)])

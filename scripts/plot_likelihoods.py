@@ -13,7 +13,7 @@ Reads ``results/likelihoods/{mnist,regression,classification}.json`` and
 * ``reliability.svg``: the reliability diagram of Bayesian and
   maximum-likelihood softmax regression on digits;
 * ``regression_model.svg``: the graph of the regression model, drawn by
-  graphviz from the model `skeleton.build_task_model` builds;
+  graphviz from the model `skeleton.task_vae` builds;
 * ``figures.json``: the record of the inputs they came from.
 
 With ``--if-stale`` it does nothing when the record matches the inputs.
@@ -35,7 +35,7 @@ from plot_iwae import setup_matplotlib  # noqa: E402
 RESULTS_DIR = REPO_ROOT / "results" / "likelihoods"
 OUTPUT_DIR = REPO_ROOT / "images" / "likelihoods"
 FIGURES = ("mnist_heads.svg", "regression.svg", "reliability.svg", "regression_model.svg")
-SETTINGS = {"dpi": 110, "diagram": {"task": "diabetes", "data_dim": 10, "mc_samples": 5}}
+SETTINGS = {"dpi": 110, "diagram": {"task": "diabetes", "data_dim": 10, "num_examples": 331}}
 HEAD_LABELS = {
     "bernoulli": "Bernoulli",
     "continuous_bernoulli": "continuous Bernoulli",
@@ -140,10 +140,9 @@ def plot_reliability(classification, path):
 
 def draw_model(path):
     from make_diagrams import model_to_svg
-    from skeleton import build_task_model
+    from skeleton import task_vae
 
-    d = SETTINGS["diagram"]
-    model, _ = build_task_model(d["task"], d["data_dim"], d["mc_samples"])
+    model, _ = task_vae(**SETTINGS["diagram"])
     pathlib.Path(path).write_text(model_to_svg(model, show_shapes=True))
 
 

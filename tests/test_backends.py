@@ -14,8 +14,7 @@ import pytest
 from conftest import REPO_ROOT
 
 BACKENDS = ("jax", "torch")
-# The composed VAE and the likelihoods' maths; the training scripts and the records are TensorFlow's
-# (their tf.data pipelines feed them), until the skeleton issue moves them onto the composed VAE.
+# The composed VAE, its training and the likelihoods' maths; the experiment scripts and records are TensorFlow's.
 CORE_TESTS = ["tests/test_compose.py", "tests/test_training.py", "tests/test_likelihoods.py"]
 
 

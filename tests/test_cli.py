@@ -194,7 +194,7 @@ BAD_INPUTS = [
         "listings/vae/compose.py",
         ["--posterior", "iaf", "--divergence", "closed_form"],
         {},
-        ["divergence='closed_form' needs posterior='gaussian'", "iaf posterior"],
+        ["divergence='closed_form' needs a Gaussian posterior", "iaf posterior"],
     ),
     ("listings/vae/compose.py", ["--objective", "iwae", "--divergence", "adversarial"], {}, ["objective='iwae'"]),
     ("listings/vae/training.py", ["--epochs", "0"], {}, ["epochs=0", "positive integer"]),

@@ -65,6 +65,7 @@ def tiny(posterior, divergence, likelihood, objective):
     return compose_vae(
         1 if likelihood == "categorical" else DATA_DIM, LATENT_DIM, posterior, divergence, likelihood, objective,
         hidden_units=4, num_flows=2, flow_hidden_units=4, num_classes=NUM_CLASSES, discriminator_units=4,
+        num_examples=BATCH if posterior == "global" else None,
     )  # fmt: skip
 
 
@@ -107,17 +108,19 @@ def test_every_invalid_combination_is_refused_with_its_reason(combination):
     posterior, divergence, likelihood, objective = combination
     with pytest.raises(ValueError) as error:
         tiny(*combination)
-    if divergence == "closed_form" and posterior != "gaussian":
+    if divergence == "closed_form" and posterior not in ("gaussian", "global"):
         reason = f"the KL of a {posterior} posterior from the prior has no closed form"
     elif posterior == "implicit" and divergence not in ("adversarial", "adaptive_contrast"):
         reason = "posterior='implicit' has no density"
+    elif posterior == "global" and divergence == "monte_carlo":
+        reason = "posterior='global' shares one z among all the training examples"
     else:
         reason = "objective='iwae' weights every sample by p(x, z) / q(z|x)"
     assert reason in str(error.value)
 
 
 def test_the_matrix_has_what_the_posts_need():
-    assert len(VALID) == 4 * (5 + 4 + 4 + 2)  # per likelihood: Gaussian 5, each flow 4, implicit 2
+    assert len(VALID) == 4 * (5 + 4 + 4 + 2 + 4)  # per likelihood: Gaussian 5, each flow 4, implicit 2, global 4
     assert len(PAIRS) < len(VALID) / 2
 
 

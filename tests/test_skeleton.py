@@ -1,4 +1,5 @@
-"""The skeleton with the likelihood as an argument: losses, builders, fitting, and the examples' claims."""
+"""The likelihood as an argument of the composed VAE: losses, decoders, the global posterior, fitting, and the
+examples' claims."""
 
 import math
 
@@ -8,22 +9,10 @@ import pytest
 from keras import ops
 from scipy import special, stats
 
+from compose import compose_vae
 from likelihoods import NegativeLogLikelihood, continuous_bernoulli_mean, sample_from
-from skeleton import (
-    BayesianDense,
-    GlobalPosterior,
-    build_decoder,
-    build_global_encoder,
-    build_linear_decoder,
-    build_model,
-    build_task_model,
-    fit,
-    load_task,
-    log_likelihood,
-    log_predictive_density,
-    predictive_samples,
-)
-from variational_autoencoder import build_encoder
+from skeleton import BayesianDense, GlobalPosterior, load_task, log_predictive_density, task_vae
+from training import fit_vae, posterior_predictive
 
 RNG = np.random.default_rng(0)
 
@@ -92,18 +81,35 @@ def test_unknown_likelihood_is_a_clear_error():
 
 
 def test_fit_refuses_targets_outside_the_support():
-    model, likelihood = build_task_model("digits", 4)
+    vae, likelihood = task_vae("digits", 4, num_examples=3)
     x = np.zeros((3, 4), dtype="float32")
     with pytest.raises(ValueError, match=r"labels in \[0, 9\] for 10 classes"):
-        fit(model, likelihood, x, np.array([0, 3, 10]), num_epochs=1, verbose=0)
-    vae = build_model(build_encoder(4, 8, 2), build_decoder("continuous_bernoulli", 4, 8, 2), 4, 2)
+        fit_vae(vae, x, likelihood, epochs=1, y=np.array([0, 3, 10]), verbose=0)
+    vae = compose_vae(4, 2, likelihood="continuous_bernoulli", hidden_units=8)
     with pytest.raises(ValueError, match=r"data in \[0, 1\]"):
-        fit(vae, "continuous_bernoulli", np.full((3, 4), 1.5, dtype="float32"), num_epochs=1, verbose=0)
-    bernoulli = build_model(build_encoder(4, 8, 2), build_decoder("bernoulli", 4, 8, 2), 4, 2)
+        fit_vae(vae, np.full((3, 4), 1.5, dtype="float32"), "continuous_bernoulli", epochs=1, verbose=0)
+    bernoulli = compose_vae(4, 2, hidden_units=8)
     with pytest.raises(ValueError, match="Expected binary data"):
-        fit(bernoulli, "bernoulli", np.full((3, 4), 0.5, dtype="float32"), num_epochs=1, verbose=0)
-    with pytest.raises(ValueError, match=r"inputs of shape \(count, 4\)"):
-        fit(vae, "continuous_bernoulli", np.zeros((3, 5), dtype="float32"), num_epochs=1, verbose=0)
+        fit_vae(bernoulli, np.full((3, 4), 0.5, dtype="float32"), "bernoulli", epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"data of shape \(count, 4\)"):
+        fit_vae(vae, np.zeros((3, 5), dtype="float32"), "continuous_bernoulli", epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"latent_dim": 7}, r"latent_dim = \(data_dim \+ 1\) \* 1 = 4\. Received: latent_dim=7"),
+        ({"num_examples": None}, "Expected `num_examples`"),
+        ({"posterior": "gaussian"}, "Expected `num_examples`"),
+        ({"objective": "iwae", "divergence": "monte_carlo"}, "objective='elbo'"),
+        ({"decoder": "conv"}, "Expected `decoder` to be one of"),
+    ],
+)
+def test_a_linear_decoder_and_a_global_posterior_are_refused_with_sizes_that_do_not_fit(changes, message):
+    parts = {"data_dim": 3, "latent_dim": 4, "posterior": "global", "likelihood": "gaussian", "decoder": "linear",
+             "num_examples": 10, **changes}  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        compose_vae(**parts)
 
 
 def test_bayesian_dense_refuses_a_wrong_weight_width():
@@ -135,38 +141,16 @@ def test_global_posterior_gives_every_example_the_same_row():
 def test_every_head_trains_and_round_trips(tmp_path, mnist_subset, likelihood, heteroscedastic):
     (x_train, _), _ = mnist_subset
     levels = np.floor(x_train[:200] * 255.0) / 256.0
-    decoder = build_decoder(likelihood, 784, 32, 2, heteroscedastic=heteroscedastic)
-    model = build_model(build_encoder(784, 32, 2), decoder, 784, 2, mc_samples=3)
-    assert model.outputs[0].shape == (None, 3, 2 * 784 if likelihood == "gaussian" else 784)
-    support = "continuous_bernoulli" if likelihood == "bernoulli" else None
-    history = fit(model, likelihood, levels, num_epochs=1, batch_size=50, dequantize=True, verbose=0, support=support)
+    model = compose_vae(784, 2, likelihood=likelihood, hidden_units=32, heteroscedastic=heteroscedastic)
+    assert model.outputs[0].shape == (None, None, 2 * 784 if likelihood == "gaussian" else 784)
+    history = fit_vae(model, levels, likelihood, epochs=1, batch_size=50, mc_samples=3, dequantize=True, verbose=0)
     assert np.isfinite(history["loss"][0])
     path = tmp_path / "model.keras"
     model.save(path)
     again = keras.saving.load_model(path)
     inputs = [levels[:4], RNG.normal(size=(4, 3, 2)).astype("float32")]
-    np.testing.assert_allclose(again.predict(inputs, verbose=0), model.predict(inputs, verbose=0), rtol=1e-5)
-
-
-def test_log_likelihood_of_a_linear_gaussian_model_is_exact():
-    """``x = W z + b + sigma n``: ``p(x) = N(b, W W^T + sigma^2 I)``, and with the exact posterior as the encoder
-    every importance weight equals ``p(x)``, so the estimate matches the closed form to float precision."""
-    data_dim, latent_dim, sigma = 5, 2, 0.3
-    w = np.linalg.qr(RNG.normal(size=(data_dim, latent_dim)))[0] * np.array([1.5, 0.7])  # orthogonal columns
-    b = RNG.normal(size=data_dim)
-    decoder = build_decoder("gaussian", data_dim, latent_dim=latent_dim, hidden_layers=0)
-    decoder.get_layer("x_parameters").set_weights([w.T, b])
-    decoder.get_layer("log_scale").set_weights([np.full(data_dim, math.log(sigma))])
-    # The exact posterior: precision I + W^T W / sigma^2 (diagonal here), mean (its inverse) W^T (x - b) / sigma^2.
-    posterior_var = 1.0 / (1.0 + np.sum(w**2, axis=0) / sigma**2)
-    encoder = build_encoder(data_dim, latent_dim=latent_dim, hidden_layers=0)
-    encoder.get_layer("z_mean").set_weights([w / sigma**2 * posterior_var, -(b @ w) / sigma**2 * posterior_var])
-    encoder.get_layer("z_log_var").set_weights([np.zeros((data_dim, latent_dim)), np.log(posterior_var)])
-    model = build_model(encoder, decoder, data_dim, latent_dim)
-    x = RNG.multivariate_normal(b, w @ w.T + sigma**2 * np.eye(data_dim), size=6).astype("float32")
-    log_px, _ = log_likelihood(model, "gaussian", x, num_samples=16)
-    expected = stats.multivariate_normal(b, w @ w.T + sigma**2 * np.eye(data_dim)).logpdf(x)
-    np.testing.assert_allclose(log_px, expected, atol=2e-3)
+    for ours, theirs in zip(model(inputs), again(inputs), strict=True):
+        np.testing.assert_allclose(numpy(theirs), numpy(ours), rtol=1e-5)
 
 
 def test_log_predictive_density_is_a_log_mean_of_densities():
@@ -188,22 +172,27 @@ def test_sample_from_a_continuous_bernoulli_has_its_mean():
 # --- the examples' claims -----------------------------------------------------------------------
 
 
-def test_gaussian_head_recovers_a_known_noise_level():
+@pytest.mark.parametrize("kl_share", ["one N-th", "whole"])
+def test_gaussian_head_recovers_a_known_noise_level(kl_share):
     """y = x w + b + 0.5 n on 2,000 points: the learned scale is within 5% of 0.5 (its standard error is
-    0.5 / sqrt(2 * 2000) = 1.6%), and the posterior mean is the exact conjugate one within 0.05."""
+    0.5 / sqrt(2 * 2000) = 1.6%), and the posterior mean is the exact conjugate one within 0.05. With the
+    whole KL on every example (num_examples=1), the prior weighs N times too much and the mean misses."""
     from likelihood_experiments import exact_posterior
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2000, 3)).astype("float32")
     y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.5 * rng.normal(size=2000)).astype("float32")[:, None]
-    latent_dim = BayesianDense.latent_dim(3, 1)
-    model = build_model(build_global_encoder(3, latent_dim), build_linear_decoder("gaussian", 3, 1), 3, latent_dim,
-                        conditional=True)  # fmt: skip
-    fit(model, "gaussian", x, y, num_epochs=40, batch_size=100, learning_rate=1e-2, loss_scale=len(x), verbose=0)
+    keras.utils.set_random_seed(0)
+    model = compose_vae(3, BayesianDense.latent_dim(3, 1), posterior="global", likelihood="gaussian",
+                        decoder="linear", num_examples=len(x) if kl_share == "one N-th" else 1)  # fmt: skip
+    fit_vae(model, x, "gaussian", epochs=40, batch_size=100, learning_rate=1e-2, y=y, verbose=0)
     noise_scale = float(np.exp(model.get_layer("decoder").get_layer("log_scale").get_weights()[0][0]))
-    assert abs(noise_scale - 0.5) < 0.05 * 0.5, noise_scale
     w_mean, _ = exact_posterior(x, y, noise_scale)
-    vi_mean = model.get_layer("encoder").get_layer("posterior").get_weights()[0]
+    vi_mean = model.get_layer("posterior").get_weights()[0]
+    if kl_share == "whole":
+        assert np.max(np.abs(vi_mean - w_mean)) > 1.0
+        return
+    assert abs(noise_scale - 0.5) < 0.05 * 0.5, noise_scale
     np.testing.assert_allclose(vi_mean, w_mean, atol=0.05)
 
 
@@ -213,10 +202,9 @@ def test_regression_intervals_reach_nominal_coverage():
     from likelihood_experiments import central_intervals
 
     (x_train, y_train), (x_test, y_test) = load_task("diabetes", seed=5)
-    model, likelihood = build_task_model("diabetes", x_train.shape[-1])
-    fit(model, likelihood, x_train, y_train, num_epochs=60, batch_size=32, learning_rate=1e-2,
-        loss_scale=len(x_train), verbose=0)  # fmt: skip
-    mean, log_scale = np.split(predictive_samples(model, x_test, 2000), 2, axis=-1)
+    model, likelihood = task_vae("diabetes", x_train.shape[-1], len(x_train))
+    fit_vae(model, x_train, likelihood, epochs=60, batch_size=32, learning_rate=1e-2, y=y_train, verbose=0)
+    mean, log_scale = np.split(posterior_predictive(model, x_test, 2000), 2, axis=-1)
     draws = (mean + np.exp(log_scale) * RNG.standard_normal(mean.shape))[..., 0]
     y = y_test[:, 0]
     for level, tolerance in ((0.5, 0.14), (0.9, 0.085)):
@@ -228,8 +216,7 @@ def test_regression_intervals_reach_nominal_coverage():
 def test_bayesian_softmax_regression_beats_chance_widely():
     """Digits, 450 held-out images: accuracy above 0.9 where chance is 0.1."""
     (x_train, y_train), (x_test, y_test) = load_task("digits")
-    model, likelihood = build_task_model("digits", x_train.shape[-1])
-    fit(model, likelihood, x_train, y_train, num_epochs=20, batch_size=32, learning_rate=1e-2,
-        loss_scale=len(x_train), verbose=0)  # fmt: skip
-    probabilities = ops.convert_to_numpy(ops.mean(ops.softmax(predictive_samples(model, x_test, 100), axis=-1), 1))
+    model, likelihood = task_vae("digits", x_train.shape[-1], len(x_train))
+    fit_vae(model, x_train, likelihood, epochs=20, batch_size=32, learning_rate=1e-2, y=y_train, verbose=0)
+    probabilities = ops.convert_to_numpy(ops.mean(ops.softmax(posterior_predictive(model, x_test, 100), -1), 1))
     assert np.mean(probabilities.argmax(-1) == y_test) > 0.9

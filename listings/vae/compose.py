@@ -4,8 +4,10 @@ A model is an encoder and a decoder network and four choices:
 
 * the posterior ``q(z|x)``: ``"gaussian"`` (diagonal, reparameterised as in
   the first post), ``"planar"`` or ``"iaf"`` (that Gaussian followed by a
-  flow of ``num_flows`` steps), or ``"implicit"`` (the noise goes through the
-  encoder network with the image, so ``q`` has no density);
+  flow of ``num_flows`` steps), ``"implicit"`` (the noise goes through the
+  encoder network with the image, so ``q`` has no density), or ``"global"``
+  (one diagonal Gaussian ``q(z)`` shared by every example: the posterior
+  over the weights of a Bayesian model);
 * the divergence, ``log p(z) - log q(z|x)`` at every sample of ``z``:
   ``"closed_form"`` (minus the Gaussian KL, the same for every sample),
   ``"monte_carlo"`` (both log-densities evaluated at the sample), or the
@@ -14,7 +16,10 @@ A model is an encoder and a decoder network and four choices:
   2017);
 * the likelihood ``p(x|z)``: ``"bernoulli"``, ``"continuous_bernoulli"``,
   ``"gaussian"`` (one learned scale per dimension, or one per output with
-  ``heteroscedastic=True``) or ``"categorical"`` (one label per example);
+  ``heteroscedastic=True``) or ``"categorical"`` (one label per example),
+  read from a decoder network of ``z``; or, with ``decoder="linear"``, the
+  likelihood of a target ``y`` given ``x``, of a linear model whose weights
+  are ``z`` (Bayesian linear or softmax regression);
 * the objective, a reduction over the samples of the per-sample log weight
   ``log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x)``: the ELBO is its
   mean, the IWAE bound (Burda, Grosse & Salakhutdinov 2015) its log-mean-exp.
@@ -47,10 +52,11 @@ from kl_divergence import (
     build_discriminator,
 )
 from likelihoods import LIKELIHOODS, negative_log_likelihood
-from skeleton import build_decoder
+from skeleton import BayesianDense, GlobalPosterior, build_decoder, build_linear_decoder
 from variational_autoencoder import PACKAGE, build_encoder, check_positive_ints, hidden_name, reparameterize
 
-POSTERIORS = ("gaussian", *FLOWS, "implicit")
+POSTERIORS = ("gaussian", *FLOWS, "implicit", "global")
+DECODERS = ("mlp", "linear")
 DIVERGENCES = ESTIMATORS
 
 
@@ -65,9 +71,9 @@ def check_parts(posterior, divergence, likelihood, objective):
     ):
         if value not in choices:
             raise ValueError(f"Expected `{part}` to be one of {choices}. Received: {part}={value!r}")
-    if divergence == "closed_form" and posterior != "gaussian":
+    if divergence == "closed_form" and posterior not in ("gaussian", "global"):
         raise ValueError(
-            f"divergence='closed_form' needs posterior='gaussian': the KL of a {posterior} posterior from the "
+            f"divergence='closed_form' needs a Gaussian posterior: the KL of a {posterior} posterior from the "
             "prior has no closed form. Use divergence='monte_carlo' or an adversarial one."
         )
     if posterior == "implicit" and divergence not in ADVERSARIAL_ESTIMATORS:
@@ -80,6 +86,11 @@ def check_parts(posterior, divergence, likelihood, objective):
             "objective='iwae' weights every sample by p(x, z) / q(z|x), so it needs log p(z) - log q(z|x) "
             "exactly at each sample: divergence='monte_carlo'. The closed form gives only its mean over q, "
             f"and a discriminator only estimates it. Received: divergence={divergence!r}"
+        )
+    if objective == "iwae" and posterior == "global":
+        raise ValueError(
+            "posterior='global' shares one z among all the training examples, so the IWAE bound of the data "
+            "set does not split into one bound per example as the ELBO does: objective='elbo'."
         )
 
 
@@ -97,14 +108,19 @@ class PerSampleLogRatio(layers.Layer):
     estimator's discriminator loss is added with `add_loss`, and its
     estimate reaches the encoder only (see `AdversarialKL`).
 
+    Args:
+        estimator: the KL layer.
+        scale: multiplies the log ratio; ``1 / N`` for a global posterior,
+            whose one KL the ``N`` training examples share.
+
     Call arguments:
         inputs: the dict of tensors the estimator reads, with ``z``
             (batch, samples, latent_dim).
     """
 
-    def __init__(self, estimator, **kwargs):
+    def __init__(self, estimator, scale=1.0, **kwargs):
         super().__init__(**kwargs)
-        self.estimator = estimator
+        self.estimator, self.scale = estimator, float(scale)
 
     def build(self, input_shape):
         self.estimator.build(input_shape)  # the estimator's checks of the shapes
@@ -123,13 +139,14 @@ class PerSampleLogRatio(layers.Layer):
         for loss in other_losses:
             self.add_loss(loss)
         samples = ops.zeros_like(inputs["z"][..., 0])  # (batch, samples)
-        return -(ops.expand_dims(kl, -1) if len(kl.shape) < len(samples.shape) else kl) + samples
+        return -self.scale * (ops.expand_dims(kl, -1) if len(kl.shape) < len(samples.shape) else kl) + samples
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape["z"][:-1])
 
     def get_config(self):
-        return {**super().get_config(), "estimator": keras.saving.serialize_keras_object(self.estimator)}
+        estimator = keras.saving.serialize_keras_object(self.estimator)
+        return {**super().get_config(), "estimator": estimator, "scale": self.scale}
 
     @classmethod
     def from_config(cls, config):
@@ -194,6 +211,9 @@ def sample_posterior(posterior, x, eps, hidden_units, hidden_layers, activation,
     per sample. A flow reads the encoder's last hidden layer as context.
     """
     data_dim, latent_dim = x.shape[-1], eps.shape[-1]
+    if posterior == "global":  # one q(z) for every example: the same z_mean row for each
+        z_mean, z_log_var = GlobalPosterior(latent_dim, name="posterior")(x)
+        return {"z": reparameterize(z_mean, z_log_var, eps), "z_mean": z_mean, "z_log_var": z_log_var}
     if posterior == "implicit":
         return {"z": build_implicit_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)([x, eps])}
     encoder = build_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)
@@ -228,6 +248,9 @@ def compose_vae(
     num_classes=None,
     discriminator_units=64,
     discriminator_layers=2,
+    decoder="mlp",
+    target_dim=None,
+    num_examples=None,
 ):
     """The VAE with the parts named; compile it with ``loss=NegativeObjective(objective, likelihood)``.
 
@@ -238,27 +261,32 @@ def compose_vae(
     every sample and ``log p(z) - log q(z|x)`` per sample. A categorical
     likelihood models one label per example (``data_dim=1``) among
     ``num_classes``.
+
+    With ``decoder="linear"`` the likelihood is that of a target ``y`` (of
+    width ``target_dim``, or one label among ``num_classes``) given ``x``:
+    ``z`` holds the weights and biases of a linear model, so ``latent_dim``
+    is ``(data_dim + 1) * width``. A global posterior's one KL is shared by
+    the ``num_examples`` training examples: each carries ``1 / N`` of it.
     """
     check_parts(posterior, divergence, likelihood, objective)
     check_positive_ints(
         data_dim=data_dim, latent_dim=latent_dim, hidden_units=hidden_units, hidden_layers=hidden_layers
     )
-    if likelihood == "categorical":
-        check_positive_ints(num_classes=num_classes)
-        if data_dim != 1:
-            raise ValueError(f"A categorical likelihood models one label per example: data_dim=1. Received: {data_dim}")
+    width = check_sizes(data_dim, latent_dim, posterior, likelihood, decoder, num_classes, target_dim, num_examples)
 
     x = keras.Input(shape=(data_dim,), name="x")
     eps = keras.Input(shape=(None, latent_dim), name="eps")
     inputs = [x, eps]
     terms = {"x": x, **sample_posterior(posterior, x, eps, hidden_units, hidden_layers, activation, num_flows,
                                         flow_hidden_units)}  # fmt: skip
-    z = terms["z"]
-    width = num_classes if likelihood == "categorical" else data_dim
-    decoder = build_decoder(
-        likelihood, width, hidden_units, latent_dim, hidden_layers, activation, heteroscedastic=heteroscedastic
-    )
-    parameters = layers.Identity(name="parameters")(decoder(z))
+    # [start decoder-choice]
+    if decoder == "linear":  # p(y | x, z): z is the linear model's weights
+        parameters = build_linear_decoder(likelihood, data_dim, width, heteroscedastic)([x, terms["z"]])
+    else:
+        parameters = build_decoder(likelihood, width, hidden_units, latent_dim, hidden_layers, activation,
+                                   heteroscedastic=heteroscedastic)(terms["z"])  # fmt: skip
+    # [end decoder-choice]
+    parameters = layers.Identity(name="parameters")(parameters)
 
     # The divergence last: a discriminator's weights never shift the encoder's or the decoder's initial ones.
     if divergence in ADVERSARIAL_ESTIMATORS:
@@ -266,13 +294,43 @@ def compose_vae(
         inputs.append(terms["z_prior"])
     estimator = divergence_estimator(divergence, posterior, data_dim, latent_dim, discriminator_units,
                                      discriminator_layers)  # fmt: skip
-    log_ratio = PerSampleLogRatio(estimator, name="log_ratio")(terms)
+    scale = 1.0 / num_examples if posterior == "global" else 1.0
+    log_ratio = PerSampleLogRatio(estimator, scale, name="log_ratio")(terms)
 
     name = f"vae_{posterior}_{divergence}_{likelihood}_{objective}"
     return BoundModel(inputs=inputs, outputs=[parameters, log_ratio], name=name)
 
 
 # [end compose]
+
+
+def check_sizes(data_dim, latent_dim, posterior, likelihood, decoder, num_classes, target_dim, num_examples):
+    """The width of the decoder's target, after a ValueError for sizes that do not fit the parts."""
+    if decoder not in DECODERS:
+        raise ValueError(f"Expected `decoder` to be one of {DECODERS}. Received: decoder={decoder!r}")
+    if (posterior == "global") != (num_examples is not None):
+        raise ValueError(
+            "Expected `num_examples` (the size of the training set, which shares a global posterior's KL) "
+            f"exactly when posterior='global'. Received: posterior={posterior!r}, num_examples={num_examples}"
+        )
+    if num_examples is not None:
+        check_positive_ints(num_examples=num_examples)
+    if likelihood == "categorical":
+        check_positive_ints(num_classes=num_classes)
+    if decoder == "mlp":
+        if target_dim is not None:
+            raise ValueError(f"`target_dim` is for decoder='linear'; an mlp's target is x. Received: {target_dim}")
+        if likelihood == "categorical" and data_dim != 1:
+            raise ValueError(f"A categorical likelihood models one label per example: data_dim=1. Received: {data_dim}")
+        return num_classes if likelihood == "categorical" else data_dim
+    width = num_classes if likelihood == "categorical" else (1 if target_dim is None else target_dim)
+    check_positive_ints(width=width)
+    if latent_dim != BayesianDense.latent_dim(data_dim, width):
+        raise ValueError(
+            f"A linear decoder's z holds its weights: latent_dim = (data_dim + 1) * {width} = "
+            f"{BayesianDense.latent_dim(data_dim, width)}. Received: latent_dim={latent_dim}"
+        )
+    return width
 
 
 def density_terms(vae):

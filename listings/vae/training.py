@@ -1,7 +1,9 @@
 """Training the composed VAE on any Keras backend: batches drawn with NumPy, one fit function.
 
 Every batch of `MonteCarloBatches` is ``([x, eps], x)``, or
-``([x, eps, z_prior], x)`` for a model with an adversarial divergence:
+``([x, eps, z_prior], x)`` for a model with an adversarial divergence (with
+targets ``y`` other than the data, for a model of ``y`` given ``x``, the
+batch's ``y`` in place of the second ``x``):
 
 * the images in a fresh order every epoch;
 * with ``binarize=True``, each grey level ``x`` in [0, 1] replaced by a
@@ -37,7 +39,7 @@ import numpy as np
 from compose import NegativeObjective, check_parts, compose_vae, density_terms
 from flows import FlowKL
 from kl_divergence import MonteCarloKL
-from likelihoods import negative_log_likelihood
+from likelihoods import check_support, negative_log_likelihood
 from variational_autoencoder import check_positive_ints, gaussian_kl_divergence
 
 STREAMS = {"order": 0, "binarize": 1, "eps": 2, "z_prior": 3, "dequantize": 4}
@@ -58,10 +60,11 @@ class MonteCarloBatches(keras.utils.PyDataset):
         prior_samples: also yield draws from ``p(z)`` (adversarial divergences).
         shuffle: a fresh order every epoch (else the order of ``x``).
         seed: the root of every stream; ``None`` draws fresh entropy.
+        y: the targets, one per row of ``x``, when they are not ``x``.
     """
 
     def __init__(self, x, batch_size=100, mc_samples=1, latent_dim=2, binarize=False, dequantize=False,
-                 prior_samples=False, shuffle=True, seed=None, **kwargs):  # fmt: skip
+                 prior_samples=False, shuffle=True, seed=None, y=None, **kwargs):  # fmt: skip
         super().__init__(**kwargs)
         check_positive_ints(batch_size=batch_size, mc_samples=mc_samples, latent_dim=latent_dim)
         self.x = np.asarray(x, dtype="float32")
@@ -78,6 +81,9 @@ class MonteCarloBatches(keras.utils.PyDataset):
                 "Expected 8-bit levels k / 256 in [0, 255/256] to dequantize. "
                 f"Received: min={self.x.min()}, max={self.x.max()}"
             )
+        if y is not None and len(y) != len(self.x):
+            raise ValueError(f"Expected one target per example. Received: {len(self.x)} examples, {len(y)} targets")
+        self.y = None if y is None else np.asarray(y)
         self.batch_size, self.mc_samples, self.latent_dim = batch_size, mc_samples, latent_dim
         self.binarize, self.dequantize = binarize, dequantize
         self.prior_samples, self.shuffle = prior_samples, shuffle
@@ -115,7 +121,7 @@ class MonteCarloBatches(keras.utils.PyDataset):
         inputs = [x, eps]
         if self.prior_samples:
             inputs.append(self.generator(self.epoch, index, STREAMS["z_prior"]).standard_normal(shape, "float32"))
-        return tuple(inputs), x
+        return tuple(inputs), x if self.y is None else self.y[rows]
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -127,7 +133,7 @@ class MonteCarloBatches(keras.utils.PyDataset):
 # [start fit]
 def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_size=100, mc_samples=1,
             learning_rate=1e-3, binarize=False, dequantize=False, seed=0, verbose=1, callbacks=None,
-            optimizer=None, validation_x=None):  # fmt: skip
+            optimizer=None, validation_x=None, y=None):  # fmt: skip
     """Compile ``vae`` (from `compose_vae`) with minus its objective and train it; return the history dict.
 
     The loss is ``NegativeObjective(objective, likelihood)``, in nats per
@@ -140,15 +146,26 @@ def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_s
     ``"auto"`` would leave XLA off for TensorFlow on a CPU). With
     ``validation_x`` (data as the model sees it: already binary, say) the
     history also holds ``val_loss``, the same loss on it after every epoch.
+    ``y``: targets other than ``x`` (a model of ``y`` given ``x``,
+    ``decoder="linear"``), checked against the likelihood's support.
     """
     check_parts("gaussian", "monte_carlo", likelihood, objective)
     check_positive_ints(epochs=epochs)
     if not np.isfinite(learning_rate) or learning_rate <= 0:
         raise ValueError(f"Expected `learning_rate` to be a positive number. Received: learning_rate={learning_rate}")
+    if np.ndim(x) != 2 or np.shape(x)[-1] != vae.inputs[0].shape[-1]:
+        raise ValueError(f"Expected data of shape (count, {vae.inputs[0].shape[-1]}). Received: {np.shape(x)}")
+    num_classes = vae.outputs[0].shape[-1] if likelihood == "categorical" else None
+    if y is not None:
+        y = check_support(likelihood, y, num_classes)
+        if validation_x is not None:
+            raise ValueError("Expected no `validation_x` with targets `y`: its targets would be missing.")
+    elif not (binarize or dequantize):  # the data are the targets: in the likelihood's support
+        check_support(likelihood, x, num_classes)
     latent_dim, prior_samples = vae.inputs[1].shape[-1], len(vae.inputs) == 3
     batches = MonteCarloBatches(
         x, batch_size, mc_samples, latent_dim, binarize=binarize, dequantize=dequantize,
-        prior_samples=prior_samples, seed=seed,
+        prior_samples=prior_samples, seed=seed, y=y,
     )  # fmt: skip
     validation = None
     if validation_x is not None:
@@ -216,6 +233,21 @@ def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=
         )
         progress.add(len(x_batch))
     return log_px
+
+
+def posterior_predictive(vae, x, num_samples=1000, seed=0):
+    """The likelihood's parameters at ``num_samples`` draws of ``z ~ q`` per row of ``x``: (count, samples, width).
+
+    For a global posterior, the parameters of ``p(y | x, w)`` at draws of the
+    weights ``w = z``: the mean of their densities at ``y`` is the Monte
+    Carlo posterior predictive (`skeleton.log_predictive_density`).
+    """
+    check_positive_ints(num_samples=num_samples)
+    x = np.asarray(x, dtype="float32")
+    rng = np.random.default_rng(seed)
+    shape = (len(x), num_samples, vae.inputs[1].shape[-1])
+    parameters, _ = vae([x, *(rng.standard_normal(shape, dtype="float32") for _ in vae.inputs[1:])], training=False)
+    return keras.ops.convert_to_numpy(parameters)
 
 
 def elbo_terms(vae, x, likelihood="bernoulli", mc_samples=1, batch_size=500, seed=0):
