@@ -117,7 +117,7 @@ def mnist(settings, output_dir):
     x_train, x_test, rng = dequantised_mnist(settings)
     shown = x_test[: settings["num_images"]]
     z_prior = rng.standard_normal((settings["num_images"], 1, DEFAULTS["latent_dim"]), dtype="float32")
-    images, per_image = {"data": shown}, {}
+    images, per_image, proper = {"data": shown}, {}, {}
     results = {"architecture": {k: DEFAULTS[k] for k in ("latent_dim", "intermediate_dim", "hidden_layers")}}
     verbose = 1 if sys.stdout.isatty() else 2
     for head, choice in settings["heads"].items():
@@ -150,6 +150,7 @@ def mnist(settings, output_dir):
                 "seconds": time.perf_counter() - start,
             }
             print(f"  mnist {head} scored as {name}: test NLL {nll:.1f} nats", flush=True)
+        proper[head] = per_image[f"{head}/{scored_as[-1]}"]  # a density on [0, 1]^784 or R^784
         z_mean, _ = encoder(shown, training=False)
         reconstruction = decoder(keras.ops.expand_dims(z_mean, 1), training=False)
         generated = decoder(z_prior, training=False)
@@ -160,6 +161,9 @@ def mnist(settings, output_dir):
             images[f"{head}/{key}_draw"] = draw
         results[head] = row
         provenance.save_model(model, output_dir / "mnist" / f"{head}.keras")
+    # Paired on the same test images: each head's log p(x) minus the continuous Bernoulli model's.
+    for head, paired in provenance.paired_differences(proper, "continuous_bernoulli").items():
+        results[head]["paired_with_continuous_bernoulli"] = paired
     provenance.save_arrays(output_dir / "mnist_images.npz", {k: np.asarray(v, "float32") for k, v in images.items()})
     provenance.save_arrays(output_dir / "mnist" / "log_px.npz", per_image)
     results["dim"] = 784
