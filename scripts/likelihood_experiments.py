@@ -315,11 +315,13 @@ def classification(settings):
         "weight_norm": {"bayes_mean": float(np.linalg.norm(w_mean)),
                         "ml": float(np.sqrt(sum(np.sum(w**2) for w in ml.get_weights())))},
     }  # fmt: skip
+    per_image = {}
     for name, probs, log_p in (
         ("bayes", bayes, np.log(bayes[np.arange(len(y_test)), y_test])),
         ("bayes_mean", mean_probs, -keras.ops.convert_to_numpy(categorical_nll(y_test, mean_logits))),
         ("ml", ml_probs, -ml_nll),
     ):
+        per_image[name] = log_p
         results[name] = {
             "accuracy": float(np.mean(probs.argmax(axis=1) == y_test)),
             "log_predictive_density": float(np.mean(log_p)),
@@ -327,6 +329,8 @@ def classification(settings):
         }
         r = results[name]
         print(f"  {name}: accuracy {r['accuracy']:.3f}, log p {r['log_predictive_density']:.3f}, ECE {r['ece']:.3f}")
+    # log p(y|x) of each test image minus maximum likelihood's, paired on the same images.
+    results["paired_with_ml"] = provenance.paired_differences(per_image, "ml")
     return results
 
 
