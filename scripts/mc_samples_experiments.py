@@ -47,9 +47,7 @@ RECORD_PATH = TABLE_DIR / "experiments.json"
 MODEL_ROWS = ("vae-k1", "vae-k50", "iwae-k50")
 PARTS = ("gradient_variance", "bounds", "reconstructions", "cost", "grid")
 # Parts whose fingerprint is the static guard of the code they can run (``cost`` and ``grid``, read from
-# the source): ``cost`` times epochs, and the grid
-# trains for a fixed time, and its fixed-step runs are not reproducible either: ``train_for``'s compiling
-# call leaves the data stream wherever its prefetching stopped (fixed when the records are next rerun).
+# the source): ``cost`` times epochs, and the grid trains for a fixed time.
 TIMING_PARTS = ("cost", "grid")
 
 SETTINGS = {
@@ -152,38 +150,19 @@ def stale_parts(record, inputs, table_dir, parts=PARTS):
 
 
 def load_row(table_dir, row):
-    """The encoder and decoder of a trained row of the table."""
+    """A trained row of the table: a composed model, which takes any number of samples."""
     import keras
 
-    vae = keras.saving.load_model(pathlib.Path(table_dir) / row / "vae.keras", safe_mode=True)
-    return vae.get_layer("encoder"), vae.get_layer("decoder")
+    import training  # noqa: F401 (registers the composed model's layers)
+
+    return keras.saving.load_model(pathlib.Path(table_dir) / row / "vae.keras", safe_mode=True)
 
 
-def copy_into(mc_samples, objective, encoder, decoder):
-    """A `build_bound_vae` model with ``mc_samples`` and ``objective``, holding the given weights."""
-    from importance_weighted import IWAE_DEFAULTS, build_bound_vae
+def fresh_vae(objective):
+    """An untrained model of the table's architecture."""
+    from importance_weighted import iwae_vae
 
-    s = IWAE_DEFAULTS
-    vae, new_encoder, new_decoder = build_bound_vae(
-        784, s["intermediate_dim"], s["latent_dim"], mc_samples, s["hidden_layers"], s["activation"], objective
-    )
-    new_encoder.set_weights(encoder.get_weights())
-    new_decoder.set_weights(decoder.get_weights())
-    return vae, new_encoder, new_decoder
-
-
-def compile_bound(vae, objective, learning_rate=1e-3):
-    import keras
-
-    from importance_weighted import IWAE_DEFAULTS, NegativeBound
-
-    vae.compile(
-        optimizer=keras.optimizers.Adam(learning_rate, epsilon=IWAE_DEFAULTS["adam_epsilon"]),
-        loss=NegativeBound(objective),
-        jit_compile=True,
-        steps_per_execution=50,
-    )
-    return vae
+    return iwae_vae(784, objective)
 
 
 def gradient_variance(settings, table_dir, x_test, seed):
@@ -191,28 +170,30 @@ def gradient_variance(settings, table_dir, x_test, seed):
     import numpy as np
     import tensorflow as tf
 
-    from importance_weighted import NegativeBound
+    from compose import NegativeObjective
 
-    encoder, decoder = load_row(table_dir, settings["row"])
+    vae = load_row(table_dir, settings["row"])
+    encoder_weights = vae.get_layer("encoder").trainable_weights
+    latent_dim = vae.inputs[1].shape[-1]
     x = tf.constant(x_test[: settings["batch_size"]])
     rng = np.random.default_rng(seed)
     results = {}
     for objective in ("elbo", "iwae"):
-        loss_fn = NegativeBound(objective)
+        loss_fn = NegativeObjective(objective, "bernoulli")
         results[objective] = {}
-        for mc_samples in settings["mc_samples"]:
-            vae, enc, _ = copy_into(mc_samples, objective, encoder, decoder)
 
-            @tf.function(jit_compile=True)
-            def encoder_gradient(eps, vae=vae, enc=enc, loss_fn=loss_fn):
-                with tf.GradientTape() as tape:
-                    loss = loss_fn(x, vae([x, eps]))
-                grads = tape.gradient(loss, enc.trainable_weights)
-                return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def encoder_gradient(eps, loss_fn=loss_fn):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(x, vae([x, eps]))
+            grads = tape.gradient(loss, encoder_weights)
+            return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
 
+        for mc_samples in settings["mc_samples"]:  # one model: S is the shape of eps
+            shape = (len(x), mc_samples, latent_dim)
             grads = np.stack(
                 [
-                    encoder_gradient(rng.standard_normal((len(x), mc_samples, 50), dtype="float32")).numpy()
+                    encoder_gradient(rng.standard_normal(shape, dtype="float32")).numpy()
                     for _ in range(settings["repeats"])
                 ]
             ).astype("float64")
@@ -225,52 +206,47 @@ def gradient_variance(settings, table_dir, x_test, seed):
 
 
 def train_for(vae, x_train, batch_size, mc_samples, steps=None, seconds=None, seed=0):
-    """Train for a number of gradient steps or of seconds; return ``(steps_done, seconds_taken)``.
+    """Train the ELBO for ``steps`` gradient steps or ``seconds``; ``(steps_done, seconds_taken, untimed_steps)``.
 
-    A first call compiles the step; the weights and the optimiser's state are
-    then put back, so compiling neither trains the model nor eats into a
-    wall-clock budget. The step runs 50 times per call; with a time budget,
-    training stops before a call that would overrun it (judged by the last
-    call's duration), so every run stays within its budget.
+    Adam at a constant learning rate 1e-3 (epsilon 1e-4, as in the table),
+    with `training.fit_vae`'s batches and compiled step. The clock starts
+    after the first call of the step, which compiles it: the steps of that
+    call (``untimed_steps``) are counted in the steps, not in the seconds.
+    With a time budget, training stops before a call that would overrun it
+    (judged by the last call's duration).
     """
     import keras
 
-    from train import monte_carlo_batches
-
-    dataset = monte_carlo_batches(x_train, batch_size, mc_samples, 50, binarize=True, seed=seed).repeat()
-    chunk = 50  # steps per call of the compiled step
-    vae.optimizer.build(vae.trainable_variables)
-    saved_weights = vae.get_weights()
-    saved_optimizer = [variable.numpy() for variable in vae.optimizer.variables]
-    vae.fit(dataset, epochs=1, steps_per_epoch=chunk, shuffle=False, verbose=0)  # compiles
-    vae.set_weights(saved_weights)
-    for variable, value in zip(vae.optimizer.variables, saved_optimizer, strict=True):
-        variable.assign(value)
+    from importance_weighted import IWAE_DEFAULTS
+    from training import fit_vae
 
     class Budget(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.start = self.last = time.perf_counter()
+        start = last = None
+        untimed_steps = 0
 
         def on_train_batch_end(self, batch, logs=None):
-            now = time.perf_counter()
-            if seconds is not None and (now - self.start) + (now - self.last) > seconds:
+            now, done = time.perf_counter(), int(self.model.optimizer.iterations.numpy())
+            if self.start is None:
+                self.start, self.untimed_steps = now, done
+            elif seconds is not None and (now - self.start) + (now - self.last) > seconds:
+                self.model.stop_training = True
+            if steps is not None and done >= steps:
                 self.model.stop_training = True
             self.last = now
 
     budget = Budget()
-    epochs = -(-steps // chunk) if steps is not None else 10**6
-    vae.fit(dataset, epochs=epochs, steps_per_epoch=chunk, shuffle=False, verbose=0, callbacks=[budget])
-    return int(vae.optimizer.iterations.numpy()), time.perf_counter() - budget.start
+    optimizer = keras.optimizers.Adam(1e-3, epsilon=IWAE_DEFAULTS["adam_epsilon"])
+    fit_vae(vae, x_train, "bernoulli", "elbo", epochs=10**6, batch_size=batch_size, mc_samples=mc_samples,
+            binarize=True, seed=seed, verbose=0, callbacks=[budget], optimizer=optimizer)  # fmt: skip
+    return int(vae.optimizer.iterations.numpy()), time.perf_counter() - budget.start, budget.untimed_steps
 
 
-def negative_elbo(encoder, decoder, x_binary, eval_samples, seed):
-    """Mean negative ELBO (log-ratio estimate, ``eval_samples`` draws) over binary ``x``, in nats."""
-    from train import monte_carlo_batches
+def negative_elbo(vae, x_binary, eval_samples, seed):
+    """Mean negative ELBO (the Monte Carlo log ratio, ``eval_samples`` draws) over binary ``x``, in nats."""
+    from training import elbo_terms
 
-    vae, _, _ = copy_into(eval_samples, "elbo", encoder, decoder)
-    compile_bound(vae, "elbo")
-    batches = monte_carlo_batches(x_binary, 500, eval_samples, 50, binarize=False, shuffle=False, seed=seed)
-    return float(vae.evaluate(batches, verbose=0))
+    terms = elbo_terms(vae, x_binary, "bernoulli", mc_samples=eval_samples, batch_size=500, seed=seed)
+    return float((terms["distortion"] + terms["rate"]).mean())
 
 
 def grid(settings, x_train, x_test, seed):
@@ -285,9 +261,8 @@ def grid(settings, x_train, x_test, seed):
         for batch_size in settings["batch_sizes"]:
             for mc_samples in settings["mc_samples"]:
                 keras.utils.set_random_seed(seed)
-                vae, encoder, decoder = copy_into(mc_samples, "elbo", *_fresh_parts())
-                compile_bound(vae, "elbo")
-                steps, seconds = train_for(
+                vae = fresh_vae("elbo")
+                steps, seconds, untimed_steps = train_for(
                     vae,
                     x_train,
                     batch_size,
@@ -300,23 +275,14 @@ def grid(settings, x_train, x_test, seed):
                     "batch_size": batch_size,
                     "mc_samples": mc_samples,
                     "steps": steps,
+                    "untimed_steps": untimed_steps,
                     "seconds": seconds,
                     "epochs": steps * batch_size / len(x_train),
-                    "train_negative_elbo": negative_elbo(encoder, decoder, x_train_eval, settings["eval_samples"], 1),
-                    "test_negative_elbo": negative_elbo(encoder, decoder, x_test, settings["eval_samples"], 2),
+                    "train_negative_elbo": negative_elbo(vae, x_train_eval, settings["eval_samples"], 1),
+                    "test_negative_elbo": negative_elbo(vae, x_test, settings["eval_samples"], 2),
                 }
                 print(f"  {budget} b{batch_size}-s{mc_samples}: {results[budget][f'b{batch_size}-s{mc_samples}']}")
     return results
-
-
-def _fresh_parts():
-    from importance_weighted import IWAE_DEFAULTS, build_bound_vae
-
-    s = IWAE_DEFAULTS
-    _, encoder, decoder = build_bound_vae(
-        784, s["intermediate_dim"], s["latent_dim"], 1, s["hidden_layers"], s["activation"], "elbo"
-    )
-    return encoder, decoder
 
 
 def bounds(settings, table_dir, x_test, seed):
@@ -324,25 +290,20 @@ def bounds(settings, table_dir, x_test, seed):
     import numpy as np
     from keras import ops
 
-    from log_likelihood import log_importance_weights
-    from variational_autoencoder import BernoulliNegativeLogLikelihood
+    from likelihoods import negative_log_likelihood
 
     x = x_test[: settings["num_examples"]]
     k_max = max(settings["ks"])
     results = {}
     for row in settings["rows"]:
-        encoder, decoder = load_row(table_dir, row)
-
-        def log_likelihood(x_batch, z, decoder=decoder):
-            return -BernoulliNegativeLogLikelihood(reduction=None)(x_batch, decoder(z))
-
+        vae = load_row(table_dir, row)
         rng = np.random.default_rng(seed)
         log_w = []
         for start in range(0, len(x), 10):
             x_batch = x[start : start + 10]
-            z_mean, z_log_var = encoder(x_batch)
-            eps = rng.standard_normal((len(x_batch), k_max, 50), dtype="float32")
-            log_w.append(ops.convert_to_numpy(log_importance_weights(x_batch, z_mean, z_log_var, log_likelihood, eps)))
+            eps = rng.standard_normal((len(x_batch), k_max, vae.inputs[1].shape[-1]), dtype="float32")
+            x_logits, log_ratio = vae([x_batch, eps], training=False)  # the exact log ratio: a Monte Carlo model
+            log_w.append(ops.convert_to_numpy(-negative_log_likelihood("bernoulli", x_batch, x_logits) + log_ratio))
         log_w = np.concatenate(log_w).astype("float64")
         values = {"elbo": float(log_w.mean())}
         for k in settings["ks"]:
@@ -359,12 +320,11 @@ def reconstructions(settings, table_dir, x_test, seed):
     import numpy as np
     from keras import ops
 
-    encoder, decoder = load_row(table_dir, settings["row"])
+    vae = load_row(table_dir, settings["row"])
     x = x_test[settings["index"] : settings["index"] + 1]
-    z_mean, z_log_var = (ops.convert_to_numpy(t) for t in encoder(x))
-    eps = np.random.default_rng(seed).standard_normal((1, settings["num_samples"], 50), dtype="float32")
-    z = z_mean[:, None] + np.exp(0.5 * z_log_var[:, None]) * eps
-    means = ops.convert_to_numpy(ops.sigmoid(decoder(z)))[0]
+    eps = np.random.default_rng(seed).standard_normal((1, settings["num_samples"], vae.inputs[1].shape[-1]), "float32")
+    x_logits, _ = vae([x, eps], training=False)
+    means = ops.convert_to_numpy(ops.sigmoid(x_logits))[0]
     return {
         "digit": np.round(x[0], 3).tolist(),
         "samples": np.round(means, 3).tolist(),
@@ -378,16 +338,18 @@ def cost(settings, x_train, seed):
     import numpy as np
 
     from epoch_timer import make_epoch_timer
-    from train import monte_carlo_batches
+    from importance_weighted import IWAE_DEFAULTS
+    from training import fit_vae
 
     results = {}
     for mc_samples in settings["mc_samples"]:
         keras.utils.set_random_seed(seed)
-        vae, _, _ = copy_into(mc_samples, settings["objective"], *_fresh_parts())
-        compile_bound(vae, settings["objective"])
-        batches = monte_carlo_batches(x_train, settings["batch_size"], mc_samples, 50, binarize=True, seed=seed)
+        vae = fresh_vae(settings["objective"])
         timer = make_epoch_timer()
-        vae.fit(batches, epochs=settings["epochs"], shuffle=False, verbose=0, callbacks=[timer])
+        optimizer = keras.optimizers.Adam(1e-3, epsilon=IWAE_DEFAULTS["adam_epsilon"])
+        fit_vae(vae, x_train, "bernoulli", settings["objective"], epochs=settings["epochs"],
+                batch_size=settings["batch_size"], mc_samples=mc_samples, binarize=True, seed=seed, verbose=0,
+                callbacks=[timer], optimizer=optimizer)  # fmt: skip
         steady = timer.seconds[1:] or timer.seconds
         results[str(mc_samples)] = float(np.median(steady))
         print(f"  cost S={mc_samples}: {results[str(mc_samples)]:.2f} s per epoch", flush=True)

@@ -6,7 +6,9 @@ stages of the paper's schedule (1 + 3 + 9 + ... epochs), then estimates the
 test log-likelihood with K = 5000 importance samples on the 10,000 test
 images (binarised once, seed 1). Writes, under ``--output-dir``:
 
-* ``<row>/vae.keras`` (weights, without optimiser state) and ``<row>/history.json``;
+* ``<row>/vae.keras`` (weights, without optimiser state), ``<row>/history.json``
+  and ``<row>/log_px.npz`` (every test image's estimate and its Monte Carlo
+  standard error, for paired comparisons of rows on the same images);
 * ``table.json``: per row the test negative log-likelihood with its standard
   errors, the final bounds, epochs, wall time, seconds per epoch, machine,
   versions and the SHA-256 of every input, next to the paper's number.
@@ -52,7 +54,7 @@ ROWS = {
     name: {"objective": "elbo" if name.startswith("vae") else "iwae", "k": int(name.split("-k")[1])}
     for name in PAPER_TEST_NLL
 }
-EVALUATION = {"num_samples": 5000, "num_examples": 10000, "binarization_seed": 1, "seed": 0, "batch_size": 100}
+EVALUATION = {"num_samples": 5000, "num_examples": 10000, "binarization_seed": 1, "seed": 0, "batch_size": 10}
 
 
 def row_settings(row, stages):
@@ -91,39 +93,36 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
     import tensorflow as tf
 
     from epoch_timer import make_epoch_timer
-    from importance_weighted import IWAE_DEFAULTS, build_bound_vae, train_bound_vae
-    from log_likelihood import summarise, vae_log_likelihood
+    from importance_weighted import IWAE_DEFAULTS, train_iwae
+    from log_likelihood import summarise
     from mnist_data import flatten_and_scale, load_mnist
     from train import binarize_once
     from train_main_post import describe_machine
+    from training import log_likelihood
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)
     settings = row_settings(row, stages)
     timer = make_epoch_timer()
     start = time.perf_counter()
-    vae, _, _, history = train_bound_vae(x_train, x_test, verbose=verbose, callbacks=[timer], **settings)
+    vae, history = train_iwae(x_train, x_test, verbose=verbose, callbacks=[timer], **settings)
     train_seconds = time.perf_counter() - start
 
     x_eval = binarize_once(x_test[: evaluation["num_examples"]], evaluation["binarization_seed"])
     start = time.perf_counter()
-    log_px, stderr = vae_log_likelihood(
-        vae, x_eval, evaluation["num_samples"], evaluation["batch_size"], evaluation["seed"], verbose=verbose
-    )
+    log_px, stderr = log_likelihood(vae, x_eval, "bernoulli", evaluation["num_samples"], evaluation["batch_size"],
+                                    evaluation["seed"], verbose=verbose, return_stderr=True)  # fmt: skip
     eval_seconds = time.perf_counter() - start
     summary = summarise(log_px, stderr)
 
-    # Save the weights in a fresh, uncompiled copy: no optimiser state in the repository.
     s = {**IWAE_DEFAULTS, **settings}
-    fresh, _, _ = build_bound_vae(
-        784, s["intermediate_dim"], s["latent_dim"], s["k"], s["hidden_layers"], s["activation"], s["objective"]
-    )
-    fresh.set_weights(vae.get_weights())
     row_dir = output_dir / row
-    row_dir.mkdir(parents=True, exist_ok=True)
-    fresh.save(row_dir / "vae.keras")
+    provenance.save_model(vae, row_dir / "vae.keras")  # no optimiser state in the repository
+    # Every image's estimate, so that rows are compared on the same test images (paired differences).
+    provenance.save_arrays(row_dir / "log_px.npz", {"log_px": log_px, "monte_carlo_stderr": stderr})
     history = {key: [round(float(v), 4) for v in values] for key, values in history.items()}
-    (row_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    text = json.dumps(history, indent=2) + "\n"
+    provenance.write_atomically(row_dir / "history.json", lambda partial: partial.write_text(text))
     steady = timer.seconds[1:] or timer.seconds
     return {
         "settings": s,

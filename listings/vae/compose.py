@@ -41,7 +41,6 @@ from keras import layers, ops
 
 from avb import build_implicit_encoder
 from flows import FLOWS, FlowKL, build_flow
-from importance_weighted import OBJECTIVES, BoundModel, bound_from_log_weights
 from kl_divergence import (
     ADVERSARIAL_ESTIMATORS,
     ESTIMATORS,
@@ -52,6 +51,7 @@ from kl_divergence import (
     build_discriminator,
 )
 from likelihoods import LIKELIHOODS, negative_log_likelihood
+from objectives import OBJECTIVES, BoundModel, bound_from_log_weights
 from skeleton import BayesianDense, GlobalPosterior, build_decoder, build_linear_decoder
 from variational_autoencoder import PACKAGE, build_encoder, check_positive_ints, hidden_name, reparameterize
 

@@ -206,35 +206,48 @@ def exact_log_ratio_model(vae):
     return score
 
 
-def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=10, seed=0, verbose=0):
+def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=10, seed=0, verbose=0,
+                   return_stderr=False):  # fmt: skip
     """Importance-sampled ``log p(x)`` per image, in nats, from ``M = num_samples`` draws of ``eps``.
 
-    With ``z_m ~ q(z|x)``, ``log (1/M) sum_m p(x|z_m) p(z_m) / q(z_m|x)`` is
-    the importance-weighted bound with ``M`` samples: below ``log p(x)`` in
-    expectation, and tighter as ``M`` grows (Burda, Grosse & Salakhutdinov
-    2015). It is minus `NegativeObjective("iwae")` on a batch of ``M``
-    draws per image, so nothing is rebuilt, whatever ``S`` the model
-    trained with. It needs ``log q(z|x)`` at every sample, which any
+    With ``z_m ~ q(z|x)`` and weights ``w_m = p(x|z_m) p(z_m) / q(z_m|x)``,
+    ``log (1/M) sum_m w_m`` is the importance-weighted bound with ``M``
+    samples: below ``log p(x)`` in expectation, and tighter as ``M`` grows
+    (Burda, Grosse & Salakhutdinov 2015). The log weights are the ones the
+    IWAE objective reduces, on a batch of ``M`` draws per image, so nothing
+    is rebuilt, whatever ``S`` the model trained with; their log-mean-exp is
+    taken in ``float64``. It needs ``log q(z|x)`` at every sample, which any
     posterior with a density has (see `exact_log_ratio_model`).
+
+    With ``return_stderr``, returns ``(log_px, stderr)``: ``stderr`` is the
+    Monte Carlo standard error of each estimate by the delta method,
+    ``sqrt(Var(w) / (M mean(w)**2))`` (``nan`` for ``M = 1``).
     """
     check_positive_ints(num_samples=num_samples, batch_size=batch_size)
     score = exact_log_ratio_model(vae)
-    negative_bound = NegativeObjective("iwae", likelihood, reduction=None)
     x = np.asarray(x, dtype="float32")
-    log_px = np.empty(len(x))
+    log_px, stderr = np.empty(len(x)), np.full(len(x), np.nan)
     progress = keras.utils.Progbar(len(x), unit_name="image", verbose=verbose)
     for start in range(0, len(x), batch_size):
         x_batch = x[start : start + batch_size]
+        rows = slice(start, start + len(x_batch))
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(start,)))
         eps = rng.standard_normal((len(x_batch), num_samples, vae.inputs[1].shape[-1]), dtype="float32")
         parameters, log_ratio, _ = score(x_batch, eps)
-        log_px[start : start + len(x_batch)] = -keras.ops.convert_to_numpy(
-            negative_bound(x_batch, [parameters, log_ratio])
-        )
+        log_w = -negative_log_likelihood(likelihood, x_batch, parameters) + log_ratio
+        log_w = keras.ops.convert_to_numpy(log_w).astype("float64")
+        peak = log_w.max(axis=-1, keepdims=True)
+        log_px[rows] = peak[:, 0] + np.log(np.mean(np.exp(log_w - peak), axis=-1))
+        if num_samples > 1:  # w / mean(w), each at most M: no overflow
+            stderr[rows] = np.std(np.exp(log_w - log_px[rows, None]), axis=-1, ddof=1) / np.sqrt(num_samples)
         progress.add(len(x_batch))
-    return log_px
+    return (log_px, stderr) if return_stderr else log_px
 
 
+# [end score]
+
+
+# [start predictive]
 def posterior_predictive(vae, x, num_samples=1000, seed=0):
     """The likelihood's parameters at ``num_samples`` draws of ``z ~ q`` per row of ``x``: (count, samples, width).
 
@@ -284,7 +297,7 @@ def elbo_terms(vae, x, likelihood="bernoulli", mc_samples=1, batch_size=500, see
     }
 
 
-# [end score]
+# [end predictive]
 
 
 def main(argv=None):
