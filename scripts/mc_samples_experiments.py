@@ -182,7 +182,7 @@ def gradient_variance(settings, table_dir, x_test, seed):
         loss_fn = NegativeObjective(objective, "bernoulli")
         results[objective] = {}
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        @tf.function(jit_compile=True)
         def encoder_gradient(eps, loss_fn=loss_fn):
             with tf.GradientTape() as tape:
                 loss = loss_fn(x, vae([x, eps]))

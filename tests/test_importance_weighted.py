@@ -13,18 +13,11 @@ from keras import ops
 from scipy.special import log_expit, logsumexp
 from scipy.stats import norm
 
-from importance_weighted import (
-    BoundModel,
-    LogDensityRatio,
-    NegativeBound,
-    bound_from_log_weights,
-    build_bound_vae,
-    log_density_ratio,
-    paper_schedule,
-    train_bound_vae,
-)
-from train import binarize_once, negative_elbo_per_example
-from variational_autoencoder import KLDivergenceLayer, build_vae
+from compose import NegativeObjective, compose_vae
+from importance_weighted import iwae_vae, paper_schedule, train_iwae
+from objectives import BoundModel, bound_from_log_weights
+from train import binarize_once
+from training import elbo_terms
 
 SMALL = {"intermediate_dim": 32, "latent_dim": 3, "hidden_layers": 2, "activation": "tanh"}
 
@@ -39,6 +32,13 @@ def numpy_log_weights(x, x_logits, z_mean, z_log_var, eps):
     return log_px_given_z + log_prior - log_posterior
 
 
+def reference_log_weights(vae, x, eps):
+    """The model's logits, then the log weights from SciPy densities of its encoder's Gaussian."""
+    x_logits, _ = vae([x, eps])
+    z_mean, z_log_var = (ops.convert_to_numpy(t).astype("float64") for t in vae.get_layer("encoder")(x))
+    return numpy_log_weights(x, ops.convert_to_numpy(x_logits).astype("float64"), z_mean, z_log_var, eps)
+
+
 @pytest.fixture(scope="module")
 def batch(mnist_subset):
     (x_train, _), _ = mnist_subset
@@ -48,36 +48,19 @@ def batch(mnist_subset):
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_negative_bound_matches_numpy(batch, objective):
     keras.utils.set_random_seed(1)
-    vae, encoder, decoder = build_bound_vae(mc_samples=7, objective=objective, **SMALL)
+    vae = iwae_vae(objective=objective, **SMALL)
     eps = np.random.default_rng(2).standard_normal((16, 7, 3)).astype("float32")
-    x_logits, log_ratio = (ops.convert_to_numpy(t) for t in vae([batch, eps]))
-    z_mean, z_log_var = (ops.convert_to_numpy(t).astype("float64") for t in encoder(batch))
-    log_w = numpy_log_weights(batch, x_logits.astype("float64"), z_mean, z_log_var, eps.astype("float64"))
+    log_w = reference_log_weights(vae, batch, eps.astype("float64"))
     expected = log_w.mean(-1) if objective == "elbo" else logsumexp(log_w, axis=-1) - math.log(7)
-    loss = NegativeBound(objective, reduction=None)(batch, [x_logits, log_ratio])
+    loss = NegativeObjective(objective, "bernoulli", reduction=None)(batch, vae([batch, eps]))
     np.testing.assert_allclose(ops.convert_to_numpy(loss), -expected, rtol=1e-5)
-
-
-def test_log_density_ratio_matches_scipy_at_extreme_variances():
-    rng = np.random.default_rng(3)
-    z_mean = rng.standard_normal((4, 2)) * 3
-    z_log_var = np.array([[-10.0, 10.0], [10.0, -10.0], [0.0, 0.0], [-3.0, 5.0]])
-    eps = rng.standard_normal((4, 5, 2))
-    std = np.exp(0.5 * z_log_var)[:, None]
-    z = z_mean[:, None] + std * eps
-    expected = norm.logpdf(z).sum(-1) - norm.logpdf(z, loc=z_mean[:, None], scale=std).sum(-1)
-    actual = log_density_ratio(*(a.astype("float32") for a in (z, z_log_var, eps)))
-    assert np.all(np.isfinite(ops.convert_to_numpy(actual)))
-    np.testing.assert_allclose(ops.convert_to_numpy(actual), expected, rtol=1e-4, atol=1e-2)
 
 
 def test_iwae_bound_is_above_the_elbo_on_the_same_samples_and_grows_with_k(batch):
     keras.utils.set_random_seed(4)
-    vae, encoder, _ = build_bound_vae(mc_samples=600, objective="iwae", **SMALL)
+    vae = iwae_vae(objective="iwae", **SMALL)
     eps = np.random.default_rng(5).standard_normal((16, 600, 3)).astype("float32")
-    x_logits, _ = vae([batch, eps])
-    z_mean, z_log_var = (ops.convert_to_numpy(t).astype("float64") for t in encoder(batch))
-    log_w = numpy_log_weights(batch, ops.convert_to_numpy(x_logits).astype("float64"), z_mean, z_log_var, eps)
+    log_w = reference_log_weights(vae, batch, eps)
     means = {}
     for k in (1, 5, 50):
         groups = log_w[:, : (600 // k) * k].reshape(16, -1, k)
@@ -89,39 +72,38 @@ def test_iwae_bound_is_above_the_elbo_on_the_same_samples_and_grows_with_k(batch
 
 
 def test_monte_carlo_elbo_agrees_with_the_closed_form_kl_model(batch):
-    """The log-ratio ELBO and the main post's closed-form-KL ELBO have the same expectation."""
+    """The log-ratio ELBO and the closed-form-KL ELBO of the same weights have the same expectation."""
     keras.utils.set_random_seed(6)
-    bound_vae, encoder, decoder = build_bound_vae(mc_samples=4000, objective="elbo", **SMALL)
-    main_vae, main_encoder, main_decoder = build_vae(mc_samples=4000, **SMALL)
-    main_encoder.set_weights(encoder.get_weights())
-    main_decoder.set_weights(decoder.get_weights())
+    vae = iwae_vae(objective="elbo", **SMALL)
+    closed = compose_vae(784, 3, "gaussian", "closed_form", "bernoulli", "elbo", 32, 2, "tanh")
+    closed.set_weights(vae.get_weights())
     x = batch[:4]
-    closed_form = negative_elbo_per_example(main_vae, main_encoder, x, seed=7)  # exact KL
+    terms = elbo_terms(closed, x, mc_samples=4000, seed=7)
+    closed_form = terms["distortion"] + terms["rate"]  # exact KL
     eps = np.random.default_rng(8).standard_normal((4, 4000, 3)).astype("float32")
-    x_logits, log_ratio = bound_vae([x, eps])
-    z_mean, z_log_var = (ops.convert_to_numpy(t).astype("float64") for t in encoder(x))
-    log_w = numpy_log_weights(x, ops.convert_to_numpy(x_logits).astype("float64"), z_mean, z_log_var, eps)
-    monte_carlo = ops.convert_to_numpy(NegativeBound("elbo", reduction=None)(x, [x_logits, log_ratio]))
+    log_w = reference_log_weights(vae, x, eps)
+    monte_carlo = ops.convert_to_numpy(NegativeObjective("elbo", reduction=None)(x, vae([x, eps])))
     stderr = log_w.std(-1) / math.sqrt(4000)
     # Both are estimates: allow 4 standard errors of the log-ratio one (the closed form's is smaller).
     np.testing.assert_array_less(np.abs(monte_carlo - closed_form), 4 * stderr * math.sqrt(2))
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
-def test_one_argument_swaps_the_objective_and_the_kl_layer_steps_aside(objective):
-    vae, encoder, decoder = build_bound_vae(mc_samples=3, objective=objective, **SMALL)
+def test_one_model_takes_any_number_of_samples(batch, objective):
+    """S is data: one built model, fed 1, 3 and 7 draws of eps per image, without rebuilding."""
+    vae = iwae_vae(objective=objective, **SMALL)
     assert isinstance(vae, BoundModel)
-    assert not any(isinstance(layer, KLDivergenceLayer) for layer in vae.layers)
-    assert any(isinstance(layer, LogDensityRatio) for layer in vae.layers)
-    assert [tuple(t.shape) for t in vae.outputs] == [(None, 3, 784), (None, 3)]
-    assert vae.get_layer("encoder") is encoder and vae.get_layer("decoder") is decoder
+    assert [tuple(t.shape) for t in vae.outputs] == [(None, None, 784), (None, None)]
+    for samples in (1, 3, 7):
+        eps = np.zeros((16, samples, 3), "float32")
+        x_logits, log_ratio = vae([batch, eps])
+        assert x_logits.shape == (16, samples, 784) and log_ratio.shape == (16, samples)
 
 
 def test_training_lowers_the_bound_and_the_model_round_trips(mnist_subset, tmp_path):
     (x_train, _), (x_test, _) = mnist_subset
-    vae, _, _, history = train_bound_vae(
-        x_train, x_test[:200], verbose=0, objective="iwae", k=5, stages=2, batch_size=100, **SMALL
-    )
+    vae, history = train_iwae(x_train, x_test[:200], verbose=0, objective="iwae", k=5, stages=2, batch_size=100,
+                              **SMALL)  # fmt: skip
     assert len(history["loss"]) == 4  # 1 + 3 epochs
     assert history["loss"][-1] < history["loss"][0]
     assert all(np.isfinite(history["val_loss"]))
@@ -130,7 +112,7 @@ def test_training_lowers_the_bound_and_the_model_round_trips(mnist_subset, tmp_p
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded, BoundModel) and loaded.loss.objective == "iwae"
     x = binarize_once(x_test[:50], seed=1)
-    eps = np.random.default_rng(9).standard_normal((50, 5, 3)).astype("float32")
+    eps = np.random.default_rng(9).standard_normal((50, 11, 3)).astype("float32")  # another S than training's
     np.testing.assert_allclose(loaded.evaluate([x, eps], x, verbose=0), vae.evaluate([x, eps], x, verbose=0), rtol=1e-6)
 
 
@@ -147,18 +129,14 @@ def test_paper_schedule_has_3280_epochs_and_decays_by_ten_every_seven_stages():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: build_bound_vae(mc_samples=0), "mc_samples=0"),
-        (lambda: build_bound_vae(objective="vae"), "objective='vae'"),
-        (lambda: NegativeBound("kl"), "objective='kl'"),
+        (lambda: iwae_vae(objective="vae"), "objective='vae'"),
+        (lambda: NegativeObjective("kl"), "objective='kl'"),
         (lambda: paper_schedule(0, 10), "stages=0"),
-        (lambda: train_bound_vae(np.zeros((4, 784), "float32"), k=0), "k=0"),
-        (lambda: train_bound_vae(np.zeros((4, 784), "float32"), mc_samples=3), "Unknown settings"),
-        (
-            lambda: LogDensityRatio()([keras.Input((3, 2)), keras.Input((4,)), keras.Input((3, 2))]),
-            "Expected `z` and `eps` of shape",
-        ),
+        (lambda: train_iwae(np.zeros((4, 784), "float32"), k=0), "k=0"),
+        (lambda: train_iwae(np.zeros((4, 784), "float32"), mc_samples=3), "Unknown settings"),
+        (lambda: iwae_vae(latent_dim=0), "latent_dim=0"),
     ],
-    ids=["mc-samples-0", "unknown-objective", "loss-objective", "stages-0", "k-0", "unknown-setting", "shapes"],
+    ids=["unknown-objective", "loss-objective", "stages-0", "k-0", "unknown-setting", "latent-0"],
 )
 def test_bad_settings_get_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):

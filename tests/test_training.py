@@ -189,29 +189,3 @@ def test_the_importance_sampled_log_likelihood_matches_quadrature_over_the_laten
     with pytest.raises(ValueError, match="An implicit posterior has no density"):
         log_likelihood(implicit, x)
     assert set(elbo_terms(implicit, x, mc_samples=3)) == {"distortion", "rate"}
-
-
-def test_log_likelihood_of_a_linear_gaussian_model_is_exact():
-    """``x = W z + b + sigma n``: ``p(x) = N(b, W W^T + sigma^2 I)``. The composed VAE with linear layers (the
-    hidden ones set to the identity) and the exact posterior as its encoder gives every importance weight the
-    value ``p(x)``, so the estimate matches the closed form to float precision."""
-    from training import log_likelihood
-
-    rng = np.random.default_rng(0)
-    data_dim, latent_dim, sigma = 5, 2, 0.3
-    w = np.linalg.qr(rng.normal(size=(data_dim, latent_dim)))[0] * np.array([1.5, 0.7])  # orthogonal columns
-    b = rng.normal(size=data_dim)
-    vae = compose_vae(data_dim, latent_dim, likelihood="gaussian", hidden_units=data_dim, activation="linear")
-    encoder, decoder = vae.get_layer("encoder"), vae.get_layer("decoder")
-    encoder.get_layer("encoder_hidden").set_weights([np.eye(data_dim), np.zeros(data_dim)])
-    decoder.get_layer("decoder_hidden").set_weights([w.T, np.zeros(data_dim)])
-    decoder.get_layer("x_parameters").set_weights([np.eye(data_dim), b])
-    decoder.get_layer("log_scale").set_weights([np.full(data_dim, np.log(sigma))])
-    # The exact posterior: precision I + W^T W / sigma^2 (diagonal here), mean (its inverse) W^T (x - b) / sigma^2.
-    posterior_var = 1.0 / (1.0 + np.sum(w**2, axis=0) / sigma**2)
-    encoder.get_layer("z_mean").set_weights([w / sigma**2 * posterior_var, -(b @ w) / sigma**2 * posterior_var])
-    encoder.get_layer("z_log_var").set_weights([np.zeros((data_dim, latent_dim)), np.log(posterior_var)])
-    x = rng.multivariate_normal(b, w @ w.T + sigma**2 * np.eye(data_dim), size=6).astype("float32")
-    estimate = log_likelihood(vae, x, "gaussian", num_samples=16)
-    expected = stats.multivariate_normal(b, w @ w.T + sigma**2 * np.eye(data_dim)).logpdf(x)
-    np.testing.assert_allclose(estimate, expected, atol=2e-3)

@@ -43,8 +43,9 @@ def log_mean_exp(values, axis=-1):
     >>> float(log_mean_exp(np.array([1e4, 1e4], dtype="float32")))
     10000.0
     """
-    count = ops.shape(values)[axis]
-    return ops.logsumexp(values, axis=axis) - math.log(count)
+    count = ops.shape(values)[axis]  # a tensor when the number of samples is left free in a traced graph
+    log_count = math.log(count) if isinstance(count, int) else ops.log(ops.cast(count, values.dtype))
+    return ops.logsumexp(values, axis=axis) - log_count
 
 
 def bound_from_log_weights(log_w, objective):
