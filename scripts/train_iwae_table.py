@@ -154,7 +154,7 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
 
 
 def paired_comparisons(output_dir):
-    """``{"row - reference": {"difference", "stderr"}}`` of the test NLL, for every comparison whose two rows
+    """``{"row_vs_reference": {"difference", "stderr"}}`` of the test NLL, for every comparison whose two rows
     have their per-image estimates (``log_px.npz``) in ``output_dir``."""
     import numpy as np
 
@@ -163,7 +163,7 @@ def paired_comparisons(output_dir):
         paths = [pathlib.Path(output_dir) / name / "log_px.npz" for name in (row, reference)]
         if all(path.is_file() for path in paths):
             nll = {name: -np.load(path)["log_px"] for name, path in zip((row, reference), paths, strict=True)}
-            comparisons[f"{row} - {reference}"] = provenance.paired_differences(nll, reference)[row]
+            comparisons[f"{row}_vs_{reference}"] = provenance.paired_differences(nll, reference)[row]
     return comparisons
 
 

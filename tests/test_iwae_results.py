@@ -38,9 +38,9 @@ def test_table_rows_are_complete_and_consistent(table):
         assert row["paper_test_nll"] < row["test_nll"] < 543
     # Paired on the same images: the mean difference is the difference of the means, its error smaller than
     # the errors over examples of the two rows combined (the images' own difficulty cancels).
-    assert set(table["paired"]) == {f"{row} - {reference}" for row, reference in train_iwae_table.COMPARISONS}
+    assert set(table["paired"]) == {f"{row}_vs_{reference}" for row, reference in train_iwae_table.COMPARISONS}
     for row, reference in train_iwae_table.COMPARISONS:
-        paired, rows = table["paired"][f"{row} - {reference}"], table["rows"]
+        paired, rows = table["paired"][f"{row}_vs_{reference}"], table["rows"]
         assert paired["difference"] == pytest.approx(rows[row]["test_nll"] - rows[reference]["test_nll"], abs=1e-6)
         unpaired = (
             rows[row]["test_nll_stderr_over_examples"] ** 2 + rows[reference]["test_nll_stderr_over_examples"] ** 2
