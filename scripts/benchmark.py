@@ -18,11 +18,23 @@ and the IWAE paper's 784-200-200-50 with tanh):
   ``ours-S1`` goes: the same run with the training set binarised once (the
   difference is the cost of dynamic binarisation), and the compiled step
   alone, fed one fixed batch from memory (the rest is the input pipeline);
+* ``composed-S1-tensorflow``, ``composed-S1-jax``, ``composed-S1-torch``:
+  the composed VAE of the later posts (``compose_vae`` with a Gaussian
+  posterior, the closed-form KL, a Bernoulli likelihood and the ELBO),
+  trained by ``fit_vae`` on dynamically binarised images with S = 1, in a
+  worker whose ``KERAS_BACKEND`` names the backend ("skipped: jax not
+  installed" when the backend cannot be imported);
 * ``torch-S1``: the same model, optimiser, batch size and loss in PyTorch,
   when ``torch`` is importable ("skipped: torch not installed" otherwise);
-* the machine's limit: the FLOPs of one training step counted from the
+* ``machine-limit``: the FLOPs of one training step counted from the
   layer sizes, divided by this machine's float32 matrix-multiply throughput
-  measured with NumPy at the same shapes.
+  measured with NumPy at the same shapes; one more interleaved worker per
+  repeat, so a slow spell hits it as it hits the others, and the median over
+  repeats is the limit every fraction uses.
+
+Ratios of two configurations come as the ratio of their medians and, for
+the comparisons with PyTorch, as the worst pair: the largest ratio of the
+two runs of one repeat (interleaving makes them neighbours in time).
 
 Writes a JSON results file with the versions and the machine description.
 ``--quick`` runs everything once for two short epochs, two workers at a time
@@ -76,6 +88,9 @@ TARGETS = [
     ("ours_s25_over_s1_784_200_200_50", "<", 10.0),
     ("binarisation_share_784_256_2", "<", 0.05),
     ("binarisation_share_784_200_200_50", "<", 0.05),
+    ("fastest_backend_fraction_of_machine_limit_784_200_200_50", ">=", 0.6),
+    ("ours_s1_over_torch_median_784_200_200_50", "<=", 0.8),
+    ("ours_s1_over_torch_worst_pair_784_200_200_50", "<=", 1.0),
 ]
 # [end targets]
 
@@ -92,6 +107,16 @@ OURS = {
     "ours-S1-step-only": {"mc_samples": 1, "step_only": True},
 }
 
+# The composed VAE of the later posts, trained by fit_vae, once per Keras
+# backend: the worker's environment names the backend before it imports
+# Keras (which picks its backend at import), and the backend's own module
+# must import for the configuration to run.
+BACKENDS = ("tensorflow", "jax", "torch")
+COMPOSED = {f"composed-S1-{backend}": backend for backend in BACKENDS}
+# One more interleaved worker per repeat: the matrix products of a step, timed with NumPy.
+MACHINE_LIMIT = "machine-limit"
+LIMIT_MC_SAMPLES = (1, 5, 25)
+
 
 # How the page and the chart name each configuration.
 CONFIG_LABELS = {
@@ -104,6 +129,9 @@ CONFIG_LABELS = {
     "ours-S25": "ours, S=25",
     "pipeline-only": "input pipeline alone",
     "pipeline-only-binarised-once": "input pipeline alone, binarised once",
+    "composed-S1-tensorflow": "composed VAE, S=1, TensorFlow backend",
+    "composed-S1-jax": "composed VAE, S=1, JAX backend",
+    "composed-S1-torch": "composed VAE, S=1, PyTorch backend",
 }
 
 
@@ -118,8 +146,19 @@ PIPELINE = {"pipeline-only": {"binarize": True}, "pipeline-only-binarised-once":
 
 
 def config_names(architecture):
-    names = [*OURS, *PIPELINE, "torch-S1"]
+    """The timed configurations of an architecture, in their interleaved order (the machine's limit last)."""
+    names = [*OURS, *PIPELINE, *COMPOSED, "torch-S1", MACHINE_LIMIT]
     return (["classic"] if architecture == "784-256-2" else []) + names
+
+
+def required_module(config):
+    """The module a configuration needs that the site does not (None for the TensorFlow core's)."""
+    return "torch" if config == "torch-S1" else COMPOSED.get(config)
+
+
+def arch_key(architecture):
+    """An architecture's suffix in the names of ratios: ``784-200-200-50`` -> ``784_200_200_50``."""
+    return architecture.replace("-", "_")
 
 
 # ---------------------------------------------------------------------------
@@ -271,7 +310,7 @@ def run_step_only(mc_samples, architecture, num_epochs, x_train, timer):
 
     a = ARCHITECTURES[architecture]
     keras.utils.set_random_seed(0)
-    vae, _, _ = build_vae(mc_samples=mc_samples, **a)
+    vae, _, _ = build_vae(**a)  # the number of samples is the length of the eps fed below
     vae.compile(
         optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE),
         loss=BernoulliNegativeLogLikelihood(),
@@ -283,6 +322,31 @@ def run_step_only(mc_samples, architecture, num_epochs, x_train, timer):
     one_batch = tf.data.Dataset.from_tensors(((x, eps), x)).repeat()
     steps = -(-len(x_train) // BATCH_SIZE)
     vae.fit(one_batch, epochs=num_epochs, steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[timer])
+    return timer.seconds, timer.cpu_seconds
+
+
+def run_composed(config, architecture, num_epochs, x_train):
+    """The composed VAE (Gaussian posterior, closed-form KL, Bernoulli likelihood, ELBO) trained by fit_vae."""
+    import keras
+
+    from compose import compose_vae
+    from epoch_timer import make_epoch_timer
+    from training import fit_vae
+
+    backend = COMPOSED[config]
+    if keras.backend.backend() != backend:
+        raise RuntimeError(f"Expected the {backend} backend. Received: KERAS_BACKEND={keras.backend.backend()}")
+    if backend == "torch":  # as many threads as the PyTorch reference (its default is the physical cores)
+        import torch
+
+        torch.set_num_threads(os.cpu_count())
+    a = ARCHITECTURES[architecture]
+    keras.utils.set_random_seed(0)
+    vae = compose_vae(a["original_dim"], a["latent_dim"], "gaussian", "closed_form", "bernoulli", "elbo",
+                      a["intermediate_dim"], a["hidden_layers"], a["activation"])  # fmt: skip
+    timer = make_epoch_timer()
+    fit_vae(vae, x_train, "bernoulli", "elbo", epochs=num_epochs, batch_size=BATCH_SIZE, mc_samples=1,
+            learning_rate=LEARNING_RATE, binarize=True, seed=0, verbose=0, callbacks=[timer])  # fmt: skip
     return timer.seconds, timer.cpu_seconds
 
 
@@ -309,8 +373,13 @@ def worker(config, architecture, num_epochs, started):
 
     (x_train, _), _ = load_mnist()
     x_train = flatten_and_scale(x_train)
-    runner = run_torch if config.startswith("torch") else run_keras
     ready = time.perf_counter()
+    if config == MACHINE_LIMIT:
+        limits = {f"S{s}": machine_limit(architecture, BATCH_SIZE, s, len(x_train)) for s in LIMIT_MC_SAMPLES}
+        print(json.dumps({"config": config, "architecture": architecture, "startup_seconds": ready - started,
+                          "num_examples": len(x_train), "machine_limit": limits}))  # fmt: skip
+        return
+    runner = run_torch if config == "torch-S1" else run_composed if config in COMPOSED else run_keras
     seconds, cpu_seconds = runner(config, architecture, num_epochs, x_train)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -334,16 +403,19 @@ def worker(config, architecture, num_epochs, started):
 # ---------------------------------------------------------------------------
 
 
-def torch_available():
-    return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+def importable(module):
+    """Whether ``module`` imports in a fresh interpreter (PyTorch and JAX are optional)."""
+    return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
 def measure(config, architecture, num_epochs):
+    # Keras reads KERAS_BACKEND when it is first imported: the composed runs name theirs, the rest use TensorFlow.
+    backend = COMPOSED.get(config, "tensorflow")
     result = subprocess.run(
         [sys.executable, __file__, "--worker", config, "--architecture", architecture, "--num-epochs", str(num_epochs)],
         capture_output=True,
         text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONDONTWRITEBYTECODE": "1"},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONDONTWRITEBYTECODE": "1", "KERAS_BACKEND": backend},
     )
     if result.returncode != 0:
         raise RuntimeError(f"{config} on {architecture} failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -359,6 +431,7 @@ def summarise(runs):
         "seconds_per_epoch": median,
         "seconds_per_epoch_min": min(steady),
         "seconds_per_epoch_max": max(steady),
+        "seconds_per_epoch_per_repeat": steady,  # in the order of the repeats, for paired ratios
         "cpu_seconds_per_epoch": float(np.median([np.median(run["steady_epoch_cpu_seconds"]) for run in runs])),
         "examples_per_second": runs[0]["num_examples"] / median,
         "startup_seconds": float(np.median([run["startup_seconds"] for run in runs])),
@@ -366,6 +439,42 @@ def summarise(runs):
         "peak_memory_mib": max(run["peak_memory_mib"] for run in runs),
         "repeats": len(runs),
     }
+
+
+def summarise_machine_limit(runs):
+    """The machine's limit for each S: the median over the repeats of the ideal epoch, its range and every repeat's."""
+    import numpy as np
+
+    summary = {}
+    for samples in runs[0]["machine_limit"]:
+        limits = [run["machine_limit"][samples] for run in runs]
+        ideal = [limit["ideal_seconds_per_epoch"] for limit in limits]
+        summary[samples] = {
+            "step_flops": limits[0]["step_flops"],
+            "numpy_gflops_per_second": float(np.median([limit["numpy_gflops_per_second"] for limit in limits])),
+            "ideal_seconds_per_epoch": float(np.median(ideal)),
+            "ideal_seconds_per_epoch_min": min(ideal),
+            "ideal_seconds_per_epoch_max": max(ideal),
+            "ideal_seconds_per_epoch_per_repeat": ideal,
+            "repeats": len(runs),
+        }
+    return summary
+
+
+def timed(configs, config):
+    """A configuration's summary, or None when it did not run (absent, or skipped)."""
+    summary = configs.get(config)
+    return None if summary is None or "skipped" in summary else summary
+
+
+def paired_ratios(numerator, denominator):
+    """Seconds per epoch of one configuration over another's, repeat by repeat (neighbours in time)."""
+    return [
+        n / d
+        for n, d in zip(
+            numerator["seconds_per_epoch_per_repeat"], denominator["seconds_per_epoch_per_repeat"], strict=True
+        )
+    ]
 
 
 def ratios(architectures):
@@ -377,9 +486,29 @@ def ratios(architectures):
         out["ours_s1_over_classic"] = configs["ours-S1"]["seconds_per_epoch"] / configs["classic"]["seconds_per_epoch"]
     for name, arch in (("784-256-2", small), ("784-200-200-50", iwae)):
         c = arch.get("configs", {})
-        key = name.replace("-", "_")
-        if "ours-S1" in c and "torch-S1" in c and "skipped" not in c["torch-S1"]:
-            out[f"ours_s1_over_torch_{key}"] = c["ours-S1"]["seconds_per_epoch"] / c["torch-S1"]["seconds_per_epoch"]
+        key = arch_key(name)
+        ours, torch_reference = timed(c, "ours-S1"), timed(c, "torch-S1")
+        # Against PyTorch: the ratio of the medians, and the worst pair (the largest ratio of one repeat's two runs).
+        against_torch = {"ours_s1": ours, **{f"composed_{b}": timed(c, config) for config, b in COMPOSED.items()}}
+        for prefix, summary in against_torch.items():
+            if summary is not None and torch_reference is not None:
+                out[f"{prefix}_over_torch_median_{key}"] = (
+                    summary["seconds_per_epoch"] / torch_reference["seconds_per_epoch"]
+                )
+                out[f"{prefix}_over_torch_worst_pair_{key}"] = max(paired_ratios(summary, torch_reference))
+        if ours is not None and torch_reference is not None:  # the first name of the median ratio, kept for the page
+            out[f"ours_s1_over_torch_{key}"] = out[f"ours_s1_over_torch_median_{key}"]
+        # Each backend's composed run as a fraction of the machine's limit (the median over repeats).
+        limit = arch.get("machine_limit", {}).get("S1")
+        fractions = {
+            backend: limit["ideal_seconds_per_epoch"] / c[config]["seconds_per_epoch"]
+            for config, backend in COMPOSED.items()
+            if limit is not None and timed(c, config) is not None
+        }
+        for backend, fraction in fractions.items():
+            out[f"fraction_of_machine_limit_{backend}_{key}"] = fraction
+        if fractions:
+            out[f"fastest_backend_fraction_of_machine_limit_{key}"] = max(fractions.values())
         if "ours-S1" in c and "ours-S25" in c:
             out[f"ours_s25_over_s1_{key}"] = c["ours-S25"]["seconds_per_epoch"] / c["ours-S1"]["seconds_per_epoch"]
         # What S = 25 must cost at least, if S = 1 ran at the machine's limit.
@@ -412,6 +541,45 @@ def ratios(architectures):
     return out
 
 
+def compare_backends(architectures):
+    """Which Keras backend trained the composed VAE fastest on each architecture, and by how much.
+
+    Labels the page prints as they are, so its text follows the record:
+    ``fastest_backend_{arch}`` and ``runner_up_backend_{arch}`` (by median
+    seconds per epoch), ``fastest_backend_margin_{arch}`` (the runner-up's
+    seconds over the fastest's, repeat by repeat, median over repeats) and
+    its smallest pair ``fastest_backend_margin_worst_pair_{arch}``, whether
+    the two ranges over repeats overlap, and that said in words.
+    """
+    import numpy as np
+
+    out = {}
+    for name, arch in architectures.items():
+        key = arch_key(name)
+        ran = {b: timed(arch["configs"], config) for config, b in COMPOSED.items()}
+        ran = {backend: summary for backend, summary in ran.items() if summary is not None}
+        if not ran:
+            continue
+        order = sorted(ran, key=lambda backend: ran[backend]["seconds_per_epoch"])
+        out[f"fastest_backend_{key}"] = order[0]
+        if len(order) == 1:
+            out[f"fastest_backend_separation_{key}"] = "it was the only backend that ran"
+            continue
+        fastest, runner_up = ran[order[0]], ran[order[1]]
+        margins = paired_ratios(runner_up, fastest)
+        overlap = fastest["seconds_per_epoch_max"] >= runner_up["seconds_per_epoch_min"]
+        out[f"runner_up_backend_{key}"] = order[1]
+        out[f"fastest_backend_margin_{key}"] = float(np.median(margins))
+        out[f"fastest_backend_margin_worst_pair_{key}"] = min(margins)
+        out[f"fastest_backend_ranges_overlap_{key}"] = overlap
+        out[f"fastest_backend_separation_{key}"] = (
+            f"its range over repeats overlaps that of {order[1]}, so the order of the two is within noise"
+            if overlap
+            else f"its slowest run was faster than the fastest run of {order[1]}"
+        )
+    return out
+
+
 def verdicts(measured):
     """Each target with its measured ratio and "met" or "not met" (absent ratios are left out)."""
     compare = {"<=": float.__le__, "<": float.__lt__, ">=": float.__ge__}
@@ -441,7 +609,16 @@ def run_settings(args, num_examples):
 # What produces the timings (the workers) and the numbers derived from them. The record's guard is the
 # static call graph from these (fingerprint.static_call_graph): every definition of ours they can reach,
 # read from the source, so no list of timed code is kept by hand and PyTorch is never imported to check it.
-TIMED_ENTRY_POINTS = ["worker", "measure", "summarise", "ratios", "verdicts", "machine_limit"]
+TIMED_ENTRY_POINTS = [
+    "worker",
+    "measure",
+    "summarise",
+    "summarise_machine_limit",
+    "ratios",
+    "compare_backends",
+    "verdicts",
+    "machine_limit",
+]
 
 
 def timed_code_guard():
@@ -477,10 +654,11 @@ def versions():
         "tensorflow": tf.__version__,
         "numpy": np.__version__,
     }
-    probe = subprocess.run(
-        [sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
-    )
-    found["torch"] = probe.stdout.strip() if probe.returncode == 0 else None
+    for module in ("torch", "jax"):  # optional: None when not installed
+        probe = subprocess.run(
+            [sys.executable, "-c", f"import {module}; print({module}.__version__)"], capture_output=True, text=True
+        )
+        found[module] = probe.stdout.strip() if probe.returncode == 0 else None
     return found
 
 
@@ -535,13 +713,15 @@ def main(argv=None):
     except MNISTError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     settings = run_settings(args, len(x_train))
-    has_torch = torch_available()
+    names = {architecture: config_names(architecture) for architecture in args.architectures}
+    needed = {required_module(config) for configs in names.values() for config in configs} - {None}
+    missing = {module for module in needed if not importable(module)}
     plan = [
         (repeat, architecture, config)
         for repeat in range(args.repeats)
         for architecture in args.architectures
-        for config in config_names(architecture)
-        if has_torch or not config.startswith("torch")
+        for config in names[architecture]
+        if required_module(config) not in missing
     ]
     runs = {}
     # The real run times one worker at a time. --quick only checks that every part runs and the file is well
@@ -550,25 +730,25 @@ def main(argv=None):
         measured = pool.map(lambda item: measure(item[2], item[1], args.num_epochs), plan)
         for index, ((_, architecture, config), run) in enumerate(zip(plan, measured, strict=True), 1):
             runs.setdefault((architecture, config), []).append(run)
-            print(
-                f"[{index}/{len(plan)}] {architecture} {config}: "
-                f"{sum(run['steady_epoch_seconds']) / len(run['steady_epoch_seconds']):.2f} s per epoch",
-                flush=True,
-            )
+            if config == MACHINE_LIMIT:
+                seconds = run["machine_limit"]["S1"]["ideal_seconds_per_epoch"]
+            else:
+                seconds = sum(run["steady_epoch_seconds"]) / len(run["steady_epoch_seconds"])
+            print(f"[{index}/{len(plan)}] {architecture} {config}: {seconds:.2f} s per epoch", flush=True)
     architectures = {}
     for architecture in args.architectures:
-        configs = {
-            config: summarise(runs[(architecture, config)])
-            for config in config_names(architecture)
-            if (architecture, config) in runs
-        }
-        if not has_torch:
-            configs["torch-S1"] = {"skipped": "torch not installed"}
-            print(f"{architecture} torch-S1: skipped: torch not installed")
+        configs = {}
+        for config in names[architecture]:
+            if required_module(config) in missing:
+                configs[config] = {"skipped": f"{required_module(config)} not installed"}
+                print(f"{architecture} {config}: skipped: {required_module(config)} not installed")
+            elif config != MACHINE_LIMIT:
+                configs[config] = summarise(runs[(architecture, config)])
         architectures[architecture] = {
             "layers": ARCHITECTURES[architecture],
             "configs": configs,
-            "machine_limit": {f"S{s}": machine_limit(architecture, BATCH_SIZE, s, len(x_train)) for s in (1, 5, 25)},
+            # The median over the repeats, each timed in its turn among the other workers.
+            "machine_limit": summarise_machine_limit(runs[(architecture, MACHINE_LIMIT)]),
         }
     import fingerprint
     from train_main_post import describe_machine
@@ -579,6 +759,7 @@ def main(argv=None):
         "architectures": architectures,
         "ratios": measured,
         "targets": verdicts(measured),
+        "backends": compare_backends(architectures),
         "versions": versions(),
         "machine": describe_machine(),
         "inputs": settings_inputs(settings),
@@ -592,6 +773,8 @@ def main(argv=None):
     for name, value in results["ratios"].items():
         target = results["targets"].get(name)
         print(f"{name}: {value:.2f}" + (f" (target {target['target']}: {target['verdict']})" if target else ""))
+    for name, value in results["backends"].items():
+        print(f"{name}: {value}")
     print(f"wrote {output}")
     return 0
 

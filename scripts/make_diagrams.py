@@ -27,7 +27,8 @@ import provenance  # noqa: E402
 OUTPUT_DIR = REPO_ROOT / "images" / "vae"
 RECORD_NAME = "diagrams.json"
 DIAGRAMS = ("reparameterization", "reparameterization_shapes", "encoder", "decoder", "vae")
-# Drawn with distinct sizes on every axis so the shapes show which axis is which.
+# Drawn with distinct sizes on every axis so the shapes show which axis is which. The VAE takes any number of
+# samples (its eps has shape (None, latent_dim)); the reparameterisation alone is drawn for mc_samples of them.
 SETTINGS = {"original_dim": 784, "intermediate_dim": 256, "latent_dim": 2, "mc_samples": 5, "dpi": 72}
 
 
@@ -88,7 +89,7 @@ def render_svg(source):
 
 # [start reparameterization-model]
 def build_reparameterization_model(latent_dim, mc_samples):
-    """The reparameterisation alone, as the VAE builds it, with its three inputs."""
+    """The reparameterisation alone, as the VAE builds it, with its three inputs, for ``mc_samples`` samples."""
     import keras
 
     from variational_autoencoder import reparameterize
@@ -111,7 +112,6 @@ def draw(_, output_dir):
         original_dim=SETTINGS["original_dim"],
         intermediate_dim=SETTINGS["intermediate_dim"],
         latent_dim=SETTINGS["latent_dim"],
-        mc_samples=SETTINGS["mc_samples"],
     )
     svgs = {
         "reparameterization": model_to_svg(reparameterization, show_shapes=False),

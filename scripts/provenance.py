@@ -102,9 +102,9 @@ def names_to_run(parser, args, names, stale, where, nothing="nothing to run"):
 
 
 def write_record(record_path, record):
-    record_path = pathlib.Path(record_path)
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    """``record`` as JSON at ``record_path``, atomically: an interrupted write leaves the old record whole."""
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"  # a record that cannot be serialised fails here
+    write_atomically(record_path, lambda partial: partial.write_text(text))
 
 
 def write_atomically(path, write):

@@ -94,6 +94,35 @@ def assert_figures_current(script, output_dir, figures, tmp_path, record_name="f
             assert a.shape == b.shape and np.mean(np.abs(a - b) > 0.1) < 0.001, f"{name} does not match: make site"
 
 
+def value_and_gradient(function, values):
+    """``function(values)`` and the gradient of its sum with respect to ``values``, on any Keras backend."""
+    import keras
+    import numpy as np
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        variable = tf.Variable(values)
+        with tf.GradientTape() as tape:
+            result = function(variable)
+        return result.numpy(), tape.gradient(result, variable).numpy()
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        result, pullback = jax.vjp(function, jnp.asarray(values))
+        return np.asarray(result), np.asarray(pullback(jnp.ones_like(result))[0])
+    if backend == "torch":
+        import torch
+
+        tensor = torch.tensor(values, requires_grad=True)
+        result = function(tensor)
+        result.sum().backward()
+        return result.detach().numpy(), tensor.grad.numpy()
+    raise NotImplementedError(f"no gradient helper for the {backend} backend")
+
+
 @pytest.fixture(scope="session")
 def mnist_subset():
     """The committed subset, flattened and scaled: (x_train, y_train), (x_test, y_test)."""

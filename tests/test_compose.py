@@ -153,7 +153,7 @@ def test_the_first_posts_listing_computes_what_the_composed_vae_computes_with_th
     from variational_autoencoder import BernoulliNegativeLogLikelihood, build_vae
 
     keras.utils.set_random_seed(0)
-    first, _, _ = build_vae(DATA_DIM, 6, LATENT_DIM, mc_samples=3)
+    first, _, _ = build_vae(DATA_DIM, 6, LATENT_DIM)
     composed = compose_vae(DATA_DIM, LATENT_DIM, hidden_units=6)
     for name in ("encoder", "decoder"):
         composed.get_layer(name).set_weights(first.get_layer(name).get_weights())

@@ -257,6 +257,8 @@ def test_the_benchmark_call_graph_covers_every_function_a_timed_run_calls(monkey
     """Traced: every configuration's run (two epochs on 200 images) and the worker that loads the data call
     nothing of ours outside the static call graph the benchmark's guard hashes; and the check can fail: a
     graph from fewer entry points misses functions the run calls."""
+    import keras
+
     import benchmark
     from mnist_data import flatten_and_scale, load_mnist
 
@@ -271,6 +273,12 @@ def test_the_benchmark_call_graph_covers_every_function_a_timed_run_calls(monkey
         called |= fingerprint.trace_our_calls(
             benchmark.run_keras, config, "784-256-2", 2, flatten_and_scale(x_train[:200])
         )[1]
+    # The composed VAE under this process's backend (the benchmark runs each backend in a worker of its own).
+    composed = f"composed-S1-{keras.backend.backend()}"
+    assert composed in benchmark.config_names("784-256-2")
+    called |= fingerprint.trace_our_calls(
+        benchmark.run_composed, composed, "784-256-2", 2, flatten_and_scale(x_train[:200])
+    )[1]
     top_level = {name.split(".")[1] for name in called}
 
     def names(entry_points):
@@ -278,6 +286,7 @@ def test_the_benchmark_call_graph_covers_every_function_a_timed_run_calls(monkey
 
     assert top_level - names(benchmark.TIMED_ENTRY_POINTS) == set()
     assert "monte_carlo_batches" in top_level and "build_classic_vae" in top_level
+    assert {"compose_vae", "fit_vae", "MonteCarloBatches"} <= top_level
     assert top_level - names(["summarise"]), "a smaller graph must miss what the run calls"
 
 
@@ -339,3 +348,22 @@ def test_a_write_that_fails_leaves_the_old_file_whole_and_no_partial_behind(tmp_
         provenance.write_atomically(path, write_then_fail)
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log_px.npz"]
+
+
+def test_a_record_write_that_fails_midway_leaves_the_old_record_whole(tmp_path, monkeypatch):
+    import provenance
+
+    path = tmp_path / "main_post.json"
+    provenance.write_record(path, {"test_negative_elbo": 150.0})
+    written = pathlib.Path.write_text
+
+    def write_half_then_fail(self, text, *args, **kwargs):
+        written(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        provenance.write_record(path, {"test_negative_elbo": 140.0, "settings": {"seed": 0}})
+    monkeypatch.undo()
+    assert provenance.read_record(path) == {"test_negative_elbo": 150.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main_post.json"]

@@ -94,5 +94,5 @@ def test_benchmark_results_match_the_timed_code():
 
 
 def test_benchmark_chart_redraws_from_the_committed_results(tmp_path):
-    output_dir, figures = plot_benchmark.OUTPUT_DIR, [plot_benchmark.FIGURE]
+    output_dir, figures = plot_benchmark.OUTPUT_DIR, [plot_benchmark.FIGURE, plot_benchmark.BACKENDS_FIGURE]
     assert_figures_current("scripts/plot_benchmark.py", output_dir, figures, tmp_path)

@@ -8,6 +8,7 @@ import pytest
 from keras import ops
 from scipy import integrate, special, stats
 
+from conftest import value_and_gradient
 from likelihoods import (
     LearnedLogScale,
     bernoulli_nll,
@@ -89,32 +90,6 @@ def test_continuous_bernoulli_nll_is_a_normalised_density_against_scipy():
     np.testing.assert_allclose(
         numpy(continuous_bernoulli_nll(x, ops.convert_to_tensor(logits))), expected, rtol=rtol(1e-9)
     )
-
-
-def value_and_gradient(function, values):
-    """``function(values)`` and the gradient of its sum with respect to ``values``, on any Keras backend."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        variable = tf.Variable(values)
-        with tf.GradientTape() as tape:
-            result = function(variable)
-        return result.numpy(), tape.gradient(result, variable).numpy()
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        result, pullback = jax.vjp(function, jnp.asarray(values))
-        return np.asarray(result), np.asarray(pullback(jnp.ones_like(result))[0])
-    if backend == "torch":
-        import torch
-
-        tensor = torch.tensor(values, requires_grad=True)
-        result = function(tensor)
-        result.sum().backward()
-        return result.detach().numpy(), tensor.grad.numpy()
-    raise NotImplementedError(f"no gradient helper for the {backend} backend")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -495,13 +495,14 @@ def test_performance_page_shows_the_measured_table_and_chart(browser, site_url):
     assert "{{%" not in text and "SHORTCODE" not in text
     # The targets table: one row per target, each with a number and a verdict.
     rows = page.locator("table").first.locator("tbody tr")
-    assert rows.count() == 8
+    assert rows.count() == 11
     for index in range(rows.count()):
         cells = rows.nth(index).locator("td").all_inner_texts()
         float(cells[1])
         assert cells[-1] in {"met", "not met", "within noise"}, cells  # the verdict, on the range over repeats
-    chart = page.locator("img[src*='seconds_per_epoch.svg']")
-    assert chart.count() == 1 and chart.evaluate("img => img.naturalWidth") > 0
+    for name in ("seconds_per_epoch.svg", "backends.svg"):
+        chart = page.locator(f"img[src*='{name}']")
+        assert chart.count() == 1 and chart.evaluate("img => img.naturalWidth") > 0, name
     assert page.locator("mjx-container svg").count() >= 3
     assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
     # Reachable from every page's navigation bar.

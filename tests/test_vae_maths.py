@@ -7,6 +7,8 @@ import tensorflow as tf
 from scipy import stats
 from scipy.special import expit
 
+from conftest import value_and_gradient
+from train import negative_elbo_per_example
 from variational_autoencoder import (
     BernoulliNegativeLogLikelihood,
     KLDivergenceLayer,
@@ -94,6 +96,29 @@ def test_bernoulli_nll_finite_at_extreme_logits():
     np.testing.assert_allclose(gradient, [[[0.0, 1.0, -1.0, 0.0]]], atol=1e-6)
 
 
+def test_bernoulli_nll_value_and_gradient_match_numpy_at_zero_and_extreme_logits():
+    """Value ``softplus(l) - x l`` and gradient ``sigmoid(l) - x``, against NumPy in float64: at logits of
+    exactly 0 (where max(l, 0) and |l| have kinks; their autodiff gradient there is -x, not 1/2 - x) and at
+    |l| = 1e4 (no NaN or inf), on every (pixel, sign) combination."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 2, size=(BATCH, ORIGINAL_DIM)).astype("float32")
+    x[0, :2] = [0.0, 1.0]
+    x_logits = rng.normal(scale=4.0, size=(BATCH, MC_SAMPLES, ORIGINAL_DIM)).astype("float32")
+    x_logits[0, :, :2] = 0.0  # both pixel values, every sample, at the kink
+    x_logits[1, 0, :] = 1e4
+    x_logits[1, 1, :] = -1e4
+    nll = BernoulliNegativeLogLikelihood(reduction=None)
+    values, gradient = value_and_gradient(lambda t: nll(x, t), x_logits)
+
+    logits, targets = x_logits.astype("float64"), x[:, None, :].astype("float64")
+    expected_values = (np.logaddexp(0.0, logits) - targets * logits).sum(axis=-1)
+    expected_gradient = expit(logits) - targets
+    assert np.all(np.isfinite(values)) and np.all(np.isfinite(gradient))
+    np.testing.assert_allclose(values, expected_values, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(gradient, np.broadcast_to(expected_gradient, gradient.shape), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(gradient[0, :, :2], np.broadcast_to([0.5, -0.5], (MC_SAMPLES, 2)))
+
+
 def reparameterization_model(mc_samples):
     z_mean = keras.Input(shape=(LATENT_DIM,))
     z_log_var = keras.Input(shape=(LATENT_DIM,))
@@ -118,7 +143,7 @@ def test_sampled_z_has_mc_axis_and_right_moments():
 @pytest.fixture
 def small_vae():
     keras.utils.set_random_seed(5)
-    vae, encoder, decoder = build_vae(ORIGINAL_DIM, HIDDEN, LATENT_DIM, MC_SAMPLES)
+    vae, encoder, decoder = build_vae(ORIGINAL_DIM, HIDDEN, LATENT_DIM)
     vae.compile(optimizer="adam", loss=BernoulliNegativeLogLikelihood())
     return vae, encoder, decoder
 
@@ -135,8 +160,8 @@ def test_eps_is_really_an_input(small_vae):
     assert np.abs(first - vae.predict([x, other_eps], verbose=0)).max() > 1e-3
 
 
-def numpy_negative_elbo(vae, encoder, decoder, x, eps):
-    """-ELBO from the weights, in NumPy: mean over samples of each sample's NLL, plus the KL, mean over the batch."""
+def numpy_negative_elbo_per_example(vae, encoder, decoder, x, eps):
+    """-ELBO from the weights, in NumPy (float64): mean over samples of each sample's NLL, plus the KL."""
     (w_h, b_h), (w_mean, b_mean), (w_log_var, b_log_var) = (
         encoder.get_layer(name).get_weights() for name in ("encoder_hidden", "z_mean", "z_log_var")
     )
@@ -147,7 +172,12 @@ def numpy_negative_elbo(vae, encoder, decoder, x, eps):
     z = z_mean[:, None, :] + np.exp(z_log_var / 2)[:, None, :] * eps
     x_logits = np.maximum(z @ w_dh + b_dh, 0) @ w_out + b_out
     nll_per_sample = (np.logaddexp(0, x_logits) - x[:, None, :] * x_logits).sum(axis=-1)
-    return (nll_per_sample.mean(axis=1) + numpy_kl(z_mean, z_log_var)).mean()
+    return nll_per_sample.mean(axis=1) + numpy_kl(z_mean, z_log_var)
+
+
+def numpy_negative_elbo(vae, encoder, decoder, x, eps):
+    """The mean over the batch of `numpy_negative_elbo_per_example`: the loss Keras reports."""
+    return numpy_negative_elbo_per_example(vae, encoder, decoder, x, eps).mean()
 
 
 def test_reported_loss_is_numpy_negative_elbo(small_vae):
@@ -163,3 +193,51 @@ def test_reported_loss_is_numpy_negative_elbo(small_vae):
         reported
         - numpy_negative_elbo(vae, encoder, decoder, x, np.repeat(eps.mean(axis=1, keepdims=True), MC_SAMPLES, axis=1))
     )
+
+
+def test_one_model_trains_with_one_sample_and_is_scored_with_any_number():
+    """S is data: one model, built once, takes a training step with S = 1 and is then called with S = 5 and
+    S = 5000 samples of eps, with no rebuild and no copied weights."""
+    keras.utils.set_random_seed(9)
+    vae, encoder, decoder = build_vae(784, 8, 2)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-2), loss=BernoulliNegativeLogLikelihood())
+    rng = np.random.default_rng(10)
+    x = (rng.uniform(size=(BATCH, 784)) < 0.3).astype("float32")
+    before = [w.copy() for w in vae.get_weights()]
+    vae.train_on_batch([x, rng.standard_normal((BATCH, 1, 2), dtype="float32")], x)
+    trained = vae.get_weights()
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, trained, strict=True))
+
+    eps = rng.standard_normal((BATCH, 5000, 2), dtype="float32")
+    x_logits = vae.predict_on_batch([x, eps[:, :5]])
+    assert x_logits.shape == (BATCH, 5, 784)
+    loss_5 = vae.evaluate([x, eps[:, :5]], x, batch_size=BATCH, verbose=0)
+    assert np.isfinite(loss_5)
+    # Each sample is decoded on its own: the first five of 5000 are the five fed alone.
+    np.testing.assert_allclose(vae.predict_on_batch([x, eps])[:, :5], x_logits, rtol=1e-5, atol=1e-5)
+    # With 5000 samples the loss is the float64 NumPy -ELBO of those samples (exact KL, Monte Carlo
+    # distortion), and the same as one sample each for the examples repeated 5000 times.
+    loss_5000 = vae.evaluate([x, eps], x, batch_size=BATCH, verbose=0)
+    np.testing.assert_allclose(loss_5000, numpy_negative_elbo(vae, encoder, decoder, x, eps), rtol=1e-5)
+    repeated = np.repeat(x, 5000, axis=0)
+    one_each = vae.evaluate([repeated, eps.reshape(-1, 1, 2)], repeated, batch_size=len(repeated), verbose=0)
+    np.testing.assert_allclose(loss_5000, one_each, rtol=1e-5)
+    # Scoring changed nothing: the model is the trained one.
+    for a, b in zip(trained, vae.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_negative_elbo_per_example_takes_the_number_of_samples_and_not_the_chunk_size(small_vae):
+    vae, encoder, decoder = small_vae
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 2, size=(7, ORIGINAL_DIM)).astype("float32")
+    values = negative_elbo_per_example(vae, encoder, x, mc_samples=MC_SAMPLES, batch_size=3, seed=13)
+    eps = np.random.default_rng(13).standard_normal((7, MC_SAMPLES, LATENT_DIM), dtype="float32")
+    assert values.shape == (7,)
+    np.testing.assert_allclose(values, numpy_negative_elbo_per_example(vae, encoder, decoder, x, eps), rtol=1e-5)
+    whole = negative_elbo_per_example(vae, encoder, x, mc_samples=MC_SAMPLES, batch_size=1000, seed=13)
+    np.testing.assert_allclose(whole, values, rtol=1e-6)
+    one_sample = negative_elbo_per_example(vae, encoder, x, seed=13)
+    assert not np.allclose(one_sample, values)
+    with pytest.raises(ValueError, match=r"`mc_samples` to be a positive integer. Received: mc_samples=0"):
+        negative_elbo_per_example(vae, encoder, x, mc_samples=0)

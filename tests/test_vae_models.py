@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from keras import ops
 
+import train
 import variational_autoencoder_classic as classic
-from train import binarize_once, monte_carlo_batches
+from train import binarize_once, monte_carlo_batches, random_streams
 from variational_autoencoder import (
     BernoulliNegativeLogLikelihood,
     KLDivergenceLayer,
@@ -15,7 +16,7 @@ from variational_autoencoder import (
 
 
 def test_vae_save_load_safe_mode_gives_identical_outputs(tmp_path):
-    vae, _, _ = build_vae(original_dim=6, intermediate_dim=7, latent_dim=5, mc_samples=4)
+    vae, _, _ = build_vae(original_dim=6, intermediate_dim=7, latent_dim=5)
     vae.compile(optimizer="adam", loss=BernoulliNegativeLogLikelihood())
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2, size=(3, 6)).astype("float32")
@@ -74,7 +75,7 @@ def test_anonymous_lambda_is_refused_by_safe_mode(tmp_path):
 def test_our_vae_lowers_its_loss_in_one_epoch(mnist_subset):
     (x_train, _), _ = mnist_subset
     keras.utils.set_random_seed(0)
-    vae, _, _ = build_vae(mc_samples=2)
+    vae, _, _ = build_vae()
     vae.compile(optimizer=keras.optimizers.Adam(1e-3), loss=BernoulliNegativeLogLikelihood())
     x_fixed = binarize_once(x_train, seed=1)
 
@@ -100,12 +101,12 @@ def test_classic_lowers_its_loss_in_one_epoch(mnist_subset):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"mc_samples": 0}, r"`mc_samples` to be a positive integer. Received: mc_samples=0"),
-        ({"mc_samples": 2.5}, r"mc_samples=2.5"),
+        ({"hidden_layers": 0}, r"`hidden_layers` to be a positive integer. Received: hidden_layers=0"),
+        ({"original_dim": 2.5}, r"original_dim=2.5"),
         ({"latent_dim": 0}, r"`latent_dim` to be a positive integer. Received: latent_dim=0"),
         ({"intermediate_dim": -3}, r"intermediate_dim=-3"),
     ],
-    ids=["mc-samples-0", "mc-samples-float", "latent-dim-0", "hidden-negative"],
+    ids=["hidden-layers-0", "original-dim-float", "latent-dim-0", "hidden-negative"],
 )
 def test_build_vae_rejects_bad_sizes(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -130,8 +131,9 @@ def test_nll_rejects_mismatched_data_dimension():
         (np.full((4, 784), 255.0, "float32"), {}, r"values in \[0, 1\]"),
         (np.zeros((4, 784), "float32"), {"mc_samples": 0}, "mc_samples=0"),
         (np.zeros((4, 784), "float32"), {"batch_size": 0}, "batch_size=0"),
+        (np.zeros((4, 784), "float32"), {"seed": 1.5}, r"`seed` to be an integer, a tf.random.Generator or None"),
     ],
-    ids=["images-not-flat", "uint8", "not-scaled", "mc-samples-0", "batch-size-0"],
+    ids=["images-not-flat", "uint8", "not-scaled", "mc-samples-0", "batch-size-0", "seed-float"],
 )
 def test_monte_carlo_batches_reject_bad_data(x, kwargs, match):
     settings = {"batch_size": 2, "mc_samples": 3, "latent_dim": 2, **kwargs}
@@ -179,3 +181,65 @@ def test_monte_carlo_batches_draw_bernoulli_pixels_and_standard_normal_eps():
     # eps ~ N(0, I): 120,000 draws have mean 0 and variance 1 within 5 standard errors.
     assert abs(eps.mean()) < 5 / np.sqrt(eps.size)
     assert abs(eps.var() - 1.0) < 5 * np.sqrt(2 / eps.size)
+
+
+def test_monte_carlo_batches_take_a_generator_and_an_int_seed_is_that_seeds_generator():
+    import tensorflow as tf
+
+    x = np.linspace(0.0, 1.0, 7 * 6, dtype="float32").reshape(7, 6)
+    from_int = one_epoch(monte_carlo_batches(x, 3, 4, 5, seed=3))[0]
+    from_generator = one_epoch(monte_carlo_batches(x, 3, 4, 5, seed=tf.random.Generator.from_seed(3)))[0]
+    for a, b in zip(from_int, from_generator, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def raw_draws(stream, count=2000):
+    """The first ``count`` 64-bit words of a TensorFlow generator or a NumPy seed, as unsigned integers."""
+    import tensorflow as tf
+
+    if isinstance(stream, tf.random.Generator):
+        return stream.uniform_full_int((count,), dtype="int64").numpy().view("uint64")
+    return np.random.default_rng(stream).bit_generator.random_raw(count)
+
+
+def test_the_streams_of_a_training_run_do_not_overlap():
+    """Each stream's first 2000 64-bit words share none with another's (TensorFlow's from_seed(seed) and
+    from_seed(seed + 1) share all but one block: the same stream shifted), for more than one seed."""
+    for seed in (0, 1):
+        streams = random_streams(seed)
+        assert set(streams) == {"train_batches", "test_batches", "test_binarization", "train_binarization",
+                                "evaluation"}  # fmt: skip
+        draws = {name: raw_draws(stream) for name, stream in streams.items()}
+        for name, values in draws.items():
+            assert len(np.unique(values)) == len(values), name
+            for other, other_values in draws.items():
+                if other < name:
+                    assert not np.intersect1d(values, other_values).size, (name, other)
+    # The same seed, the same streams.
+    np.testing.assert_array_equal(
+        raw_draws(random_streams(0)["test_batches"]), raw_draws(random_streams(0)["test_batches"])
+    )
+
+
+def test_train_vae_draws_from_its_streams(mnist_subset, monkeypatch):
+    """The batches and the test set's binarisation come from `random_streams(seed)`, so the final estimates
+    (scripts/train_main_post.py) can binarise the test set as training saw it."""
+    import tensorflow as tf
+
+    (x_train, _), (x_test, _) = mnist_subset
+    calls = []
+
+    def recording_batches(x, *args, seed=None, **kwargs):
+        assert isinstance(seed, tf.random.Generator)
+        calls.append((x.copy(), seed.state.numpy().copy()))
+        return monte_carlo_batches(x, *args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(train, "monte_carlo_batches", recording_batches)
+    train.train_vae(x_train[:20], x_test[:10], num_epochs=1, batch_size=10, intermediate_dim=4, seed=5,
+                    jit_compile=False, steps_per_execution=1, verbose=0)  # fmt: skip
+    streams = random_streams(5)
+    (train_x, train_state), (test_x, test_state) = calls
+    np.testing.assert_array_equal(train_x, x_train[:20])  # binarised afresh in the pipeline
+    np.testing.assert_array_equal(test_x, binarize_once(x_test[:10], streams["test_binarization"]))
+    np.testing.assert_array_equal(train_state, streams["train_batches"].state.numpy())
+    np.testing.assert_array_equal(test_state, streams["test_batches"].state.numpy())

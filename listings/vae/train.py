@@ -60,9 +60,46 @@ def check_intensities(x):
 
 
 def binarize_once(x, seed):
-    """A fixed binarisation of ``x`` (the test set), pixel ~ Bernoulli(intensity)."""
+    """A fixed binarisation of ``x`` (the test set), pixel ~ Bernoulli(intensity).
+
+    ``seed`` is anything ``np.random.default_rng`` takes: an int, or a
+    ``np.random.SeedSequence`` spawned for this one use.
+    """
     rng = np.random.default_rng(seed)
     return (rng.random(x.shape, dtype="float32") < check_intensities(x)).astype("float32")
+
+
+# [start streams]
+def random_streams(seed):
+    """The independent random streams of one training run, all derived from the one integer ``seed``.
+
+    TensorFlow's ``tf.random.Generator.from_seed(seed)`` puts ``seed`` in the
+    counter of a Philox generator whose key is 0, so ``from_seed(seed + 1)``
+    gives the same numbers as ``from_seed(seed)``, shifted by one block.
+    Instead the batches' generators are ``split`` from one generator (each
+    gets a key of its own), and NumPy's streams are spawned from one
+    ``np.random.SeedSequence``.
+
+    Returns a dict: ``train_batches`` and ``test_batches`` (``tf.random.Generator``
+    for `monte_carlo_batches`), ``test_binarization``, ``train_binarization``
+    (for `binarize_once`; the second only with static binarisation) and
+    ``evaluation`` (the ``eps`` of `negative_elbo_per_example`), the last three
+    ``np.random.SeedSequence``.
+    """
+    import tensorflow as tf
+
+    train_batches, test_batches = tf.random.Generator.from_seed(seed).split(2)
+    test_binarization, train_binarization, evaluation = np.random.SeedSequence(seed).spawn(3)
+    return {
+        "train_batches": train_batches,
+        "test_batches": test_batches,
+        "test_binarization": test_binarization,
+        "train_binarization": train_binarization,
+        "evaluation": evaluation,
+    }
+
+
+# [end streams]
 
 
 # [start monte-carlo-batches]
@@ -84,7 +121,9 @@ def monte_carlo_batches(x, batch_size, mc_samples, latent_dim, binarize=True, sh
         latent_dim: dimension of ``z``.
         binarize: resample binary pixels every time an example is seen.
         shuffle: reshuffle the examples every epoch.
-        seed: seed of the generator (None: a different stream every run).
+        seed: an integer seed of a new generator, a ``tf.random.Generator``
+            to draw from (one of `random_streams`), or None (a different
+            stream every run).
     """
     import tensorflow as tf  # only for tf.data, which can feed every Keras backend
 
@@ -95,8 +134,12 @@ def monte_carlo_batches(x, batch_size, mc_samples, latent_dim, binarize=True, sh
     count, steps = len(x), -(-len(x) // batch_size)
     if seed is None:
         generator = tf.random.Generator.from_non_deterministic_state()
-    else:
+    elif isinstance(seed, tf.random.Generator):
+        generator = seed
+    elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
         generator = tf.random.Generator.from_seed(seed)
+    else:
+        raise ValueError(f"Expected `seed` to be an integer, a tf.random.Generator or None. Received: seed={seed!r}")
     images = tf.constant(x)
 
     def batch_indices_of_one_epoch(_):
@@ -143,15 +186,18 @@ def train_vae(
     ``x_train`` and ``x_test`` are float arrays of shape (count, 784) with
     intensities in [0, 1]; ``x_test`` may be None (no test loss). Training
     pixels are binarised afresh every epoch (once, if ``dynamic_binarization``
-    is False); the test set is binarised once. ``seed`` seeds everything.
+    is False); the test set is binarised once. Every batch carries
+    ``mc_samples`` draws of ``eps`` per example; the model itself takes any
+    number. ``seed`` seeds the weights and, through `random_streams`, the
+    batches, the noise and the binarisations, each from a stream of its own.
     """
     check_positive_int("num_epochs", num_epochs)
     keras.utils.set_random_seed(seed)
+    streams = random_streams(seed)
     vae, encoder, decoder = build_vae(
         original_dim=x_train.shape[-1],
         intermediate_dim=intermediate_dim,
         latent_dim=latent_dim,
-        mc_samples=mc_samples,
         hidden_layers=hidden_layers,
         activation=activation,
     )
@@ -162,20 +208,26 @@ def train_vae(
         steps_per_execution=check_positive_int("steps_per_execution", steps_per_execution),
     )
     if not dynamic_binarization:
-        x_train = binarize_once(x_train, seed + 3)
+        x_train = binarize_once(x_train, streams["train_binarization"])
     train_batches = monte_carlo_batches(
-        x_train, batch_size, mc_samples, latent_dim, binarize=dynamic_binarization, shuffle=True, seed=seed
+        x_train,
+        batch_size,
+        mc_samples,
+        latent_dim,
+        binarize=dynamic_binarization,
+        shuffle=True,
+        seed=streams["train_batches"],
     )
     test_batches = None
     if x_test is not None:
         test_batches = monte_carlo_batches(
-            binarize_once(x_test, seed + 1),
+            binarize_once(x_test, streams["test_binarization"]),
             batch_size,
             mc_samples,
             latent_dim,
             binarize=False,
             shuffle=False,
-            seed=seed + 2,
+            seed=streams["test_batches"],
         )
     history = vae.fit(
         train_batches,
@@ -192,21 +244,31 @@ def train_vae(
 
 
 # [start evaluate]
-def negative_elbo_per_example(vae, encoder, x, batch_size=1000, seed=0):
+def negative_elbo_per_example(vae, encoder, x, mc_samples=1, batch_size=1000, seed=0):
     """Monte Carlo estimate of -ELBO(x) for each row of binary ``x``, in nats.
 
     The expected negative log-likelihood (distortion) averages the Bernoulli
-    NLL over the model's ``mc_samples`` draws of ``eps``; the KL term (rate)
-    is exact.
+    NLL over ``mc_samples`` draws of ``eps`` per example, fed to the same
+    model whatever number it was trained with; the KL term (rate) is exact.
+    ``batch_size`` examples go through the model at a time (their logits
+    take ``batch_size * mc_samples * dim`` floats); the draws, and so the
+    result, do not depend on it. ``seed`` is anything ``np.random.default_rng``
+    takes.
     """
-    _, mc_samples, latent_dim = vae.inputs[1].shape
+    mc_samples = check_positive_int("mc_samples", mc_samples)
+    batch_size = check_positive_int("batch_size", batch_size)
+    latent_dim = vae.inputs[1].shape[-1]
     rng = np.random.default_rng(seed)
-    eps = rng.standard_normal((len(x), mc_samples, latent_dim), dtype="float32")
-    x_logits = vae.predict([x, eps], batch_size=batch_size, verbose=0)
-    distortion = BernoulliNegativeLogLikelihood(reduction=None)(x, x_logits)
+    nll = BernoulliNegativeLogLikelihood(reduction=None)
+    distortion = []
+    for start in range(0, len(x), batch_size):
+        x_batch = x[start : start + batch_size]
+        eps = rng.standard_normal((len(x_batch), mc_samples, latent_dim), dtype="float32")
+        x_logits = vae.predict_on_batch([x_batch, eps])
+        distortion.append(keras.ops.convert_to_numpy(keras.ops.mean(nll(x_batch, x_logits), axis=-1)))
     z_mean, z_log_var = encoder.predict(x, batch_size=batch_size, verbose=0)
-    rate = gaussian_kl_divergence(z_mean, z_log_var)
-    return keras.ops.convert_to_numpy(keras.ops.mean(distortion, axis=-1) + rate)
+    rate = keras.ops.convert_to_numpy(gaussian_kl_divergence(z_mean, z_log_var))
+    return np.concatenate(distortion) + rate
 
 
 # [end evaluate]
@@ -230,7 +292,8 @@ def parse_args(argv=None):
         "--mc-samples",
         type=int,
         default=DEFAULTS["mc_samples"],
-        help="Monte Carlo samples of z per example (default: %(default)s)",
+        help="Monte Carlo samples of z per example in every training and test batch; the model "
+        "itself takes any number (default: %(default)s)",
     )
     parser.add_argument(
         "--latent-dim", type=int, default=DEFAULTS["latent_dim"], help="dimension of z (default: %(default)s)"

@@ -7,8 +7,9 @@ The model is written the way the maths reads:
 * a pass-through `KLDivergenceLayer` adds ``KL[q(z|x) || p(z)]`` to the loss;
 * ``z = z_mean + exp(z_log_var / 2) * eps`` is built from ``Multiply`` and
   ``Add`` layers, with the noise ``eps`` a model input of shape
-  ``(mc_samples, latent_dim)``, so the number of Monte Carlo samples is a
-  property of the data fed in, not of the code;
+  ``(None, latent_dim)``: the number of Monte Carlo samples is the length of
+  the ``eps`` fed in, a property of the batch, not of the model, so one model
+  trains with one sample per example and is scored with thousands;
 * the decoder (generative network) is a ``Sequential`` that maps every sample
   of ``z`` to Bernoulli logits, and the loss is the Bernoulli negative
   log-likelihood computed from those logits.
@@ -105,11 +106,14 @@ class BernoulliNegativeLogLikelihood(keras.losses.Loss):
 
     For a pixel ``x`` in {0, 1} and logit ``l`` it is
 
-        -log p(x | l) = max(l, 0) - x * l + log(1 + exp(-|l|)),
+        -log p(x | l) = log(1 + exp(l)) - x * l = softplus(l) - x * l,
 
-    which never exponentiates a large positive number, so it stays finite
-    for any logit. Values are in nats, summed over the data dimensions (the
-    last axis). When the logits carry a Monte Carlo axis, shape
+    with gradient ``sigmoid(l) - x`` with respect to ``l``. ``ops.softplus``
+    never exponentiates a large positive number, so value and gradient stay
+    finite for any logit, and it is smooth at ``l = 0`` (unlike the
+    equivalent ``max(l, 0) - x * l + log(1 + exp(-|l|))``, whose kinks give
+    autodiff a gradient of ``-x`` instead of ``1/2 - x`` there). Values are
+    in nats, summed over the data dimensions (the last axis). When the logits carry a Monte Carlo axis, shape
     ``(batch, mc_samples, dim)``, the targets of shape ``(batch, dim)`` are
     broadcast against every sample, and the default reduction averages over
     the batch and the samples.
@@ -137,8 +141,7 @@ class BernoulliNegativeLogLikelihood(keras.losses.Loss):
         # (batch, dim) -> (batch, 1, dim) against (batch, mc_samples, dim).
         while len(x.shape) < len(x_logits.shape):
             x = ops.expand_dims(x, axis=-2)
-        log_prob_terms = ops.relu(x_logits) - x * x_logits + ops.log1p(ops.exp(-ops.abs(x_logits)))
-        return ops.sum(log_prob_terms, axis=-1)
+        return ops.sum(ops.softplus(x_logits) - x * x_logits, axis=-1)
 
 
 # [end nll]
@@ -211,8 +214,13 @@ def reparameterize(z_mean, z_log_var, eps):
 
 
 # [start build-vae]
-def build_vae(original_dim=784, intermediate_dim=256, latent_dim=2, mc_samples=1, hidden_layers=1, activation="relu"):
+def build_vae(original_dim=784, intermediate_dim=256, latent_dim=2, hidden_layers=1, activation="relu"):
     """The full model: inputs ``[x, eps]``, output Bernoulli logits per sample.
+
+    ``x`` has shape (batch, original_dim) and ``eps`` (batch, mc_samples,
+    latent_dim) for any ``mc_samples``: the number of Monte Carlo samples is
+    the length of the noise fed in, so the same model (the same weights)
+    trains with one sample and is evaluated with many.
 
     Returns ``(vae, encoder, decoder)``; the encoder and decoder share their
     weights with the VAE.
@@ -221,14 +229,13 @@ def build_vae(original_dim=784, intermediate_dim=256, latent_dim=2, mc_samples=1
         original_dim=original_dim,
         intermediate_dim=intermediate_dim,
         latent_dim=latent_dim,
-        mc_samples=mc_samples,
         hidden_layers=hidden_layers,
     )
     encoder = build_encoder(original_dim, intermediate_dim, latent_dim, hidden_layers, activation)
     decoder = build_decoder(original_dim, intermediate_dim, latent_dim, hidden_layers, activation)
 
     x = keras.Input(shape=(original_dim,), name="x")
-    eps = keras.Input(shape=(mc_samples, latent_dim), name="eps")
+    eps = keras.Input(shape=(None, latent_dim), name="eps")  # any number of samples per example
 
     z_mean, z_log_var = encoder(x)
     z_mean, z_log_var = KLDivergenceLayer(name="kl_divergence")([z_mean, z_log_var])
@@ -246,14 +253,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latent-dim", type=int, default=2, help="dimension of z (default: 2)")
     parser.add_argument("--intermediate-dim", type=int, default=256, help="hidden units (default: 256)")
-    parser.add_argument("--mc-samples", type=int, default=1, help="samples of z per example (default: 1)")
     args = parser.parse_args(argv)
     try:
-        vae, _, _ = build_vae(
-            intermediate_dim=args.intermediate_dim,
-            latent_dim=args.latent_dim,
-            mc_samples=args.mc_samples,
-        )
+        vae, _, _ = build_vae(intermediate_dim=args.intermediate_dim, latent_dim=args.latent_dim)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     vae.summary(expand_nested=True)
