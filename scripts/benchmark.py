@@ -767,9 +767,10 @@ def main(argv=None):
         "commit": fingerprint.git_commit(),
         "fingerprint_commit": fingerprint.git_commit(),
     }
+    import provenance
+
     output = pathlib.Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    provenance.write_record(output, results)  # atomically: an interrupted write leaves the old record whole
     for name, value in results["ratios"].items():
         target = results["targets"].get(name)
         print(f"{name}: {value:.2f}" + (f" (target {target['target']}: {target['verdict']})" if target else ""))
