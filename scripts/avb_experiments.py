@@ -132,7 +132,8 @@ def density_ratio_model(latent_dim, settings):
     """A model whose only losses are those of an `AdversarialKL` fed ``z ~ q`` and ``z_prior ~ p``."""
     import keras
 
-    from kl_divergence import AdversarialKL, build_discriminator
+    from discriminator import build_discriminator
+    from kl_divergence import AdversarialKL
 
     x = keras.Input((1,), name="x")  # no data: T depends on z only
     z = keras.Input((1, latent_dim), name="z")
@@ -275,9 +276,9 @@ def mnist(settings, output_dir):
     import numpy as np
 
     from epoch_timer import make_epoch_timer
-    from mnist_data import flatten_and_scale, load_mnist
-    from train import binarize_once
-    from training import elbo_terms, log_likelihood
+    from log_likelihood import log_likelihood
+    from mnist_data import binarize_once, flatten_and_scale, load_mnist
+    from training import elbo_terms
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train = flatten_and_scale(x_train[: settings["num_train"]])

@@ -305,7 +305,8 @@ def run_step_only(mc_samples, architecture, num_epochs, x_train, timer):
     import numpy as np
     import tensorflow as tf
 
-    from train import DEFAULTS, binarize_once
+    from mnist_data import binarize_once
+    from train import DEFAULTS
     from variational_autoencoder import BernoulliNegativeLogLikelihood, build_vae
 
     a = ARCHITECTURES[architecture]

@@ -72,7 +72,8 @@ def iaf_iwae_cb(settings, output_dir):
 
     from compose import compose_vae
     from likelihood_experiments import dequantised_mnist
-    from training import fit_vae, log_likelihood
+    from log_likelihood import log_likelihood
+    from training import fit_vae
 
     x_train, x_test, _ = dequantised_mnist(settings)  # the likelihoods post's images
     parts, likelihood = settings["parts"], settings["parts"]["likelihood"]

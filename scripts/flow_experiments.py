@@ -184,9 +184,8 @@ def train(x_train, posterior, num_flows, stages, seed, verbose=0, callbacks=None
 def mnist(settings, output_dir):
     """Each posterior trained with the same budget; test log-likelihood (M = 5000) and seconds per epoch."""
     from epoch_timer import make_epoch_timer
-    from mnist_data import flatten_and_scale, load_mnist
-    from train import binarize_once
-    from training import log_likelihood
+    from log_likelihood import log_likelihood
+    from mnist_data import binarize_once, flatten_and_scale, load_mnist
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train = flatten_and_scale(x_train[: settings["num_train"]])

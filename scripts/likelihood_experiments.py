@@ -110,9 +110,9 @@ def mnist(settings, output_dir):
     """Each head trained with the same budget; test log-likelihoods and images."""
     import keras
 
-    from likelihoods import sample_from
+    from log_likelihood import log_likelihood
     from train import DEFAULTS
-    from training import fit_vae, log_likelihood
+    from training import fit_vae, sample_from
 
     x_train, x_test, rng = dequantised_mnist(settings)
     shown = x_test[: settings["num_images"]]

@@ -101,8 +101,7 @@ def data_inputs(settings, table_dir):
 
 def run_part(part, settings, table_dir):
     """One part's measurements, on the MNIST of ``MNIST_DIR`` (or the default folder)."""
-    from mnist_data import flatten_and_scale, load_mnist
-    from train import binarize_once
+    from mnist_data import binarize_once, flatten_and_scale, load_mnist
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)
@@ -253,7 +252,7 @@ def grid(settings, x_train, x_test, seed):
     """Batch size x MC samples, at a fixed number of steps and at a fixed wall-clock time."""
     import keras
 
-    from train import binarize_once
+    from mnist_data import binarize_once
 
     x_train_eval = binarize_once(x_train[: settings["num_train_eval"]], seed + 3)
     results = {"fixed_steps": {}, "fixed_time": {}}

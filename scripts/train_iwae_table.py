@@ -98,11 +98,9 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
 
     from epoch_timer import make_epoch_timer
     from importance_weighted import IWAE_DEFAULTS, train_iwae
-    from log_likelihood import summarise
-    from mnist_data import flatten_and_scale, load_mnist
-    from train import binarize_once
+    from log_likelihood import log_likelihood, summarise
+    from mnist_data import binarize_once, flatten_and_scale, load_mnist
     from train_main_post import describe_machine
-    from training import log_likelihood
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)

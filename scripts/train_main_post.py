@@ -71,7 +71,8 @@ def final_estimates(vae, encoder, x_train, x_test, seed):
     """
     import numpy as np
 
-    from train import binarize_once, negative_elbo_per_example, random_streams
+    from mnist_data import binarize_once
+    from train import negative_elbo_per_example, random_streams
 
     streams = random_streams(seed)
     final = {}
@@ -89,8 +90,8 @@ def final_estimates(vae, encoder, x_train, x_test, seed):
 
 def behaviour(settings):
     """The fingerprint: the record's training and evaluation, for one epoch on a few hundred subset images."""
-    from mnist_data import flatten_and_scale, load_mnist
-    from train import binarize_once, negative_elbo_per_example, random_streams, train_vae
+    from mnist_data import binarize_once, flatten_and_scale, load_mnist
+    from train import negative_elbo_per_example, random_streams, train_vae
 
     (x_train, _), (x_test, _) = load_mnist(FINGERPRINT_DATA)
     x_train = flatten_and_scale(x_train)[: FINGERPRINT_SIZES["train"]]

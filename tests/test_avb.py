@@ -7,14 +7,13 @@ import pytest
 from keras import ops
 
 from compose import compose_vae
+from discriminator import build_discriminator, discriminator_loss
 from kl_divergence import (
     ADVERSARIAL_ESTIMATORS,
     AdaptiveContrastKL,
     AdversarialKL,
     ClosedFormKL,
     MonteCarloKL,
-    build_discriminator,
-    discriminator_loss,
 )
 from training import elbo_terms, fit_vae
 

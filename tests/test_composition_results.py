@@ -42,8 +42,8 @@ def test_the_record_matches_its_inputs():
 def test_the_committed_model_reloads_and_scores_what_the_record_holds():
     """The first 20 test images (two scoring batches, the same draws of eps) scored again by today's code."""
     from likelihood_experiments import dequantised_mnist
+    from log_likelihood import log_likelihood
     from mnist_data import MNISTError
-    from training import log_likelihood
 
     settings = composition_experiments.SETTINGS["iaf_iwae_cb"]
     stored = np.load(RESULTS / "iaf_iwae_cb" / "log_px.npz")

@@ -186,7 +186,7 @@ def respell(root):
     """Changes of spelling only: a docstring, ``ruff format`` at another line length, a function moved."""
     change_function(root / "listings" / "vae" / "variational_autoencoder.py", "gaussian_kl_divergence", '"""',
                     '"""Reworded. ')  # fmt: skip
-    move_function(root, "train.py", "check_intensities", "intensities")
+    move_function(root, "mnist_data.py", "check_intensities", "intensities")
     move_function(root, "variational_autoencoder.py", "gaussian_kl_divergence", "kl_closed_form")
     ruff = pathlib.Path(sys.executable).with_name("ruff")
     formatted = subprocess.run([ruff, "format", "--line-length", "88", "--no-cache", root / "listings"], text=True,

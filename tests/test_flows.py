@@ -13,7 +13,8 @@ from compose import compose_vae
 from flow_densities import TARGETS, build_density_fit, fit_flow, log_normaliser, potential, reverse_kl
 from flows import FlowKL, InverseAutoregressiveFlow, PlanarFlow, build_flow
 from likelihoods import negative_log_likelihood
-from training import exact_log_ratio_model, fit_vae, log_likelihood
+from log_likelihood import exact_log_ratio_model, log_likelihood
+from training import fit_vae
 
 SMALL = {"data_dim": 6, "hidden_units": 8, "latent_dim": 2, "hidden_layers": 1, "flow_hidden_units": 8}
 

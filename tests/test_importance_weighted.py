@@ -15,8 +15,8 @@ from scipy.stats import norm
 
 from compose import NegativeObjective, compose_vae
 from importance_weighted import iwae_vae, paper_schedule, train_iwae
+from mnist_data import binarize_once
 from objectives import BoundModel, bound_from_log_weights
-from train import binarize_once
 from training import elbo_terms
 
 SMALL = {"intermediate_dim": 32, "latent_dim": 3, "hidden_layers": 2, "activation": "tanh"}

@@ -8,14 +8,13 @@ import pytest
 from keras import ops
 from scipy.special import expit
 
+from discriminator import build_discriminator, discriminator_loss
 from kl_divergence import (
     ADVERSARIAL_ESTIMATORS,
     AdaptiveContrastKL,
     AdversarialKL,
     ClosedFormKL,
     MonteCarloKL,
-    build_discriminator,
-    discriminator_loss,
     make_kl_layer,
 )
 

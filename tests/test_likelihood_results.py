@@ -94,7 +94,7 @@ def test_the_mnist_table_is_complete_and_consistent():
 def test_a_committed_mnist_model_reproduces_its_images():
     """The continuous Bernoulli model decodes the recorded test digits' posterior means to the recorded means."""
     import compose  # noqa: F401  (registers the layers the model uses)
-    from likelihoods import continuous_bernoulli_mean
+    from training import continuous_bernoulli_mean
 
     model = keras.saving.load_model(RESULTS / "mnist" / "continuous_bernoulli.keras", safe_mode=True)
     with np.load(RESULTS / "mnist_images.npz") as images:

@@ -166,7 +166,7 @@ def test_data_outside_the_support_gives_clear_errors():
 
 def test_continuous_bernoulli_mean_against_quadrature():
     """E[x] = ∫ x C λ^x (1-λ)^(1-x) dx by quadrature for moderate logits; 1/|l| (or 1 - 1/l) at ±1e4, no warning."""
-    from likelihoods import continuous_bernoulli_mean
+    from training import continuous_bernoulli_mean
 
     for logit in (-20.0, -2.0, -1e-4, 0.0, 1e-4, 0.5, 3.0, 20.0):
         # The density is proportional to exp(logit * x) on [0, 1].

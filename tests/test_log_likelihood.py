@@ -19,9 +19,8 @@ from scipy.special import logsumexp
 
 from compose import NegativeObjective, compose_vae
 from kl_divergence import gaussian_log_density
-from log_likelihood import load_vae, summarise
+from log_likelihood import load_vae, log_likelihood, summarise
 from objectives import log_mean_exp
-from training import log_likelihood
 
 DATA_DIM, LATENT_DIM, SIGMA = 5, 2, 0.3
 

@@ -10,9 +10,9 @@ from keras import ops
 from scipy import special, stats
 
 from compose import compose_vae
-from likelihoods import NegativeLogLikelihood, continuous_bernoulli_mean, sample_from
+from likelihoods import NegativeLogLikelihood
 from skeleton import BayesianDense, GlobalPosterior, load_task, log_predictive_density, task_vae
-from training import fit_vae, posterior_predictive
+from training import continuous_bernoulli_mean, fit_vae, posterior_predictive, sample_from
 
 RNG = np.random.default_rng(0)
 

@@ -161,7 +161,8 @@ def test_the_importance_sampled_log_likelihood_matches_quadrature_over_the_laten
     posterior of a randomly initialised flow is a proposal with heavy-tailed weights, whose estimates
     wander by tenths of a nat. The ELBO's terms bound log p(x) from below, and an implicit posterior, which
     has no density, is refused."""
-    from training import elbo_terms, log_likelihood
+    from log_likelihood import log_likelihood
+    from training import elbo_terms
 
     keras.utils.set_random_seed(3)
     vae = compose_vae(8, 2, posterior, divergence, hidden_units=8, num_flows=2, flow_hidden_units=8)

@@ -7,7 +7,8 @@ from keras import ops
 
 import train
 import variational_autoencoder_classic as classic
-from train import binarize_once, monte_carlo_batches, random_streams
+from mnist_data import binarize_once
+from train import monte_carlo_batches, random_streams
 from variational_autoencoder import (
     BernoulliNegativeLogLikelihood,
     KLDivergenceLayer,

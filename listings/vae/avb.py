@@ -29,7 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from kl_divergence import BroadcastToSamples  # noqa: E402
+from discriminator import BroadcastToSamples  # noqa: E402
 from variational_autoencoder import check_positive_int, check_positive_ints, hidden_name  # noqa: E402
 
 

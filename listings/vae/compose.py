@@ -40,6 +40,7 @@ import keras
 from keras import layers, ops
 
 from avb import build_implicit_encoder
+from discriminator import build_discriminator
 from flows import FLOWS, FlowKL, build_flow
 from kl_divergence import (
     ADVERSARIAL_ESTIMATORS,
@@ -48,15 +49,13 @@ from kl_divergence import (
     AdversarialKL,
     ClosedFormKL,
     MonteCarloKL,
-    build_discriminator,
 )
 from likelihoods import LIKELIHOODS, negative_log_likelihood
 from objectives import OBJECTIVES, BoundModel, bound_from_log_weights
-from skeleton import BayesianDense, GlobalPosterior, build_decoder, build_linear_decoder
+from skeleton import GlobalPosterior, build_decoder, build_linear_decoder, check_sizes
 from variational_autoencoder import PACKAGE, build_encoder, check_positive_ints, hidden_name, reparameterize
 
 POSTERIORS = ("gaussian", *FLOWS, "implicit", "global")
-DECODERS = ("mlp", "linear")
 DIVERGENCES = ESTIMATORS
 
 
@@ -302,51 +301,6 @@ def compose_vae(
 
 
 # [end compose]
-
-
-def check_sizes(data_dim, latent_dim, posterior, likelihood, decoder, num_classes, target_dim, num_examples):
-    """The width of the decoder's target, after a ValueError for sizes that do not fit the parts."""
-    if decoder not in DECODERS:
-        raise ValueError(f"Expected `decoder` to be one of {DECODERS}. Received: decoder={decoder!r}")
-    if (posterior == "global") != (num_examples is not None):
-        raise ValueError(
-            "Expected `num_examples` (the size of the training set, which shares a global posterior's KL) "
-            f"exactly when posterior='global'. Received: posterior={posterior!r}, num_examples={num_examples}"
-        )
-    if num_examples is not None:
-        check_positive_ints(num_examples=num_examples)
-    if likelihood == "categorical":
-        check_positive_ints(num_classes=num_classes)
-    if decoder == "mlp":
-        if target_dim is not None:
-            raise ValueError(f"`target_dim` is for decoder='linear'; an mlp's target is x. Received: {target_dim}")
-        if likelihood == "categorical" and data_dim != 1:
-            raise ValueError(f"A categorical likelihood models one label per example: data_dim=1. Received: {data_dim}")
-        return num_classes if likelihood == "categorical" else data_dim
-    width = num_classes if likelihood == "categorical" else (1 if target_dim is None else target_dim)
-    check_positive_ints(width=width)
-    if latent_dim != BayesianDense.latent_dim(data_dim, width):
-        raise ValueError(
-            f"A linear decoder's z holds its weights: latent_dim = (data_dim + 1) * {width} = "
-            f"{BayesianDense.latent_dim(data_dim, width)}. Received: latent_dim={latent_dim}"
-        )
-    return width
-
-
-def density_terms(vae):
-    """The tensors of a composed model's graph that ``log q(z|x)`` needs.
-
-    ``z``, ``z_mean`` and ``z_log_var`` for a Gaussian posterior; for a flow
-    also ``z_0`` (the Gaussian draw) and ``log_det``, with ``z`` the flow's
-    output. An implicit posterior has no density: a ValueError says so.
-    """
-    names = {layer.name for layer in vae.layers}
-    if "log_ratio" not in names:
-        raise ValueError(f"Expected a model from `compose_vae`. Received a model with layers {sorted(names)}")
-    terms = vae.get_layer("log_ratio").terms()
-    if "z_mean" not in terms:
-        raise ValueError("An implicit posterior has no density: log q(z|x) cannot be evaluated at its samples.")
-    return {name: terms[name] for name in ("z", "z_mean", "z_log_var", "z_0", "log_det") if name in terms}
 
 
 def main(argv=None):

@@ -272,8 +272,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from compose import compose_vae
+    from log_likelihood import log_likelihood
     from mnist_data import MNISTError, flatten_and_scale, load_mnist
-    from training import fit_vae, log_likelihood
+    from training import fit_vae
 
     try:
         check_num_flows(args.num_flows)

@@ -118,44 +118,6 @@ def continuous_bernoulli_nll(x, logits):
 # [end continuous-bernoulli]
 
 
-def continuous_bernoulli_mean(logits):
-    """``E[x]`` under the continuous Bernoulli, in NumPy: ``1 / (1 - e^-l) - 1 / l``, 1/2 + l/12 near 0.
-
-    Not ``lambda = sigmoid(l)``: the mean is closer to 1/2 than ``lambda``
-    (0.66 against 0.88 at ``l = 2``), so a decoder's ``lambda`` drawn as an
-    image is not what the model expects the image to be. Computed at
-    ``a = |l|``, where ``e^-a`` cannot overflow, and reflected:
-    ``mean(-l) = 1 - mean(l)``.
-    """
-    logits = np.asarray(logits, dtype="float64")
-    a = np.abs(logits)
-    small = a < 1e-3
-    safe = np.where(small, 1.0, a)
-    upper = np.where(small, 0.5 + a / 12.0, 1.0 / -np.expm1(-safe) - 1.0 / safe)
-    return np.where(logits >= 0, upper, 1.0 - upper)
-
-
-def sample_from(likelihood, parameters, rng):
-    """``(mean, draw)`` of the distribution the parameters (NumPy, (..., width)) define, one draw each."""
-    parameters = np.asarray(parameters, dtype="float64")
-    if likelihood == "gaussian":
-        mean, log_scale = np.split(parameters, 2, axis=-1)
-        return mean, mean + np.exp(log_scale) * rng.standard_normal(mean.shape)
-    if likelihood == "bernoulli":
-        mean = 1.0 / (1.0 + np.exp(-parameters))
-        return mean, (rng.random(mean.shape) < mean).astype("float64")
-    if likelihood == "continuous_bernoulli":
-        # Inverse CDF of the density proportional to exp(l x) on [0, 1], written without overflow.
-        u = rng.random(parameters.shape)
-        small = np.abs(parameters) < 1e-6
-        a = np.abs(np.where(small, 1.0, parameters))
-        positive = 1.0 + np.log(u + (1.0 - u) * np.exp(-a)) / a
-        negative = np.log1p(u * np.expm1(-a)) / -a
-        draw = np.where(small, u, np.where(parameters > 0, positive, negative))
-        return continuous_bernoulli_mean(parameters), np.clip(draw, 0.0, 1.0)
-    raise ValueError(f"Expected a likelihood with a data distribution to sample. Received: {likelihood!r}")
-
-
 # [start gaussian]
 def gaussian_nll(x, mean, log_scale):
     """``-log N(x; mean, exp(log_scale)^2)`` summed over the last axis, in nats.

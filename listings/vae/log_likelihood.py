@@ -6,7 +6,7 @@ importance weight ``w = p(x|z) p(z) / q(z|x)``, is estimated by the mean of
 
     log p(x) ~ log (1/M) sum_m w_m,
 
-computed from the log weights with log-sum-exp (`training.log_likelihood`).
+computed from the log weights with log-sum-exp (`log_likelihood`).
 The estimate is itself the importance-weighted bound of Burda et al. (2015)
 with ``M`` samples: below ``log p(x)`` on average, and closer as ``M`` grows.
 Its Monte Carlo standard error, by the delta method, is
@@ -28,11 +28,93 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from compose import density_terms  # noqa: E402
-from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
-from train import binarize_once  # noqa: E402
-from training import log_likelihood  # noqa: E402
+from flows import FlowKL  # noqa: E402
+from kl_divergence import MonteCarloKL  # noqa: E402
+from likelihoods import negative_log_likelihood  # noqa: E402
+from mnist_data import (  # noqa: E402
+    MNISTError,
+    binarize_once,  # noqa: E402
+    flatten_and_scale,
+    load_mnist,
+)
 from variational_autoencoder import check_positive_int, check_positive_ints  # noqa: E402
+
+
+def density_terms(vae):
+    """The tensors of a composed model's graph that ``log q(z|x)`` needs.
+
+    ``z``, ``z_mean`` and ``z_log_var`` for a Gaussian posterior; for a flow
+    also ``z_0`` (the Gaussian draw) and ``log_det``, with ``z`` the flow's
+    output. An implicit posterior has no density: a ValueError says so.
+    """
+    names = {layer.name for layer in vae.layers}
+    if "log_ratio" not in names:
+        raise ValueError(f"Expected a model from `compose_vae`. Received a model with layers {sorted(names)}")
+    terms = vae.get_layer("log_ratio").terms()
+    if "z_mean" not in terms:
+        raise ValueError("An implicit posterior has no density: log q(z|x) cannot be evaluated at its samples.")
+    return {name: terms[name] for name in ("z", "z_mean", "z_log_var", "z_0", "log_det") if name in terms}
+
+
+# [start score]
+def exact_log_ratio_model(vae):
+    """``[x, eps] -> [parameters, log p(z) - log q(z|x) per sample]`` with the posterior's own density.
+
+    Whatever divergence ``vae`` trained with (a closed form, a discriminator),
+    a Gaussian or flow posterior has a density, so ``log q(z|x)`` is
+    evaluated exactly at every sample: the same layers and weights, another
+    head on the graph.
+    """
+    terms = density_terms(vae)
+    scorer = keras.Model(vae.inputs[:2], {"parameters": vae.get_layer("parameters").output, **terms})
+    estimator = FlowKL() if "log_det" in terms else MonteCarloKL()
+
+    def score(x, eps):
+        outputs = scorer([x, eps], training=False)
+        return outputs["parameters"], -estimator.kl_terms(outputs), outputs
+
+    return score
+
+
+def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=10, seed=0, verbose=0,
+                   return_stderr=False):  # fmt: skip
+    """Importance-sampled ``log p(x)`` per image, in nats, from ``M = num_samples`` draws of ``eps``.
+
+    With ``z_m ~ q(z|x)`` and weights ``w_m = p(x|z_m) p(z_m) / q(z_m|x)``,
+    ``log (1/M) sum_m w_m`` is the importance-weighted bound with ``M``
+    samples: below ``log p(x)`` in expectation, and tighter as ``M`` grows
+    (Burda, Grosse & Salakhutdinov 2015). The log weights are the ones the
+    IWAE objective reduces, on a batch of ``M`` draws per image, so nothing
+    is rebuilt, whatever ``S`` the model trained with; their log-mean-exp is
+    taken in ``float64``. It needs ``log q(z|x)`` at every sample, which any
+    posterior with a density has (see `exact_log_ratio_model`).
+
+    With ``return_stderr``, returns ``(log_px, stderr)``: ``stderr`` is the
+    Monte Carlo standard error of each estimate by the delta method,
+    ``sqrt(Var(w) / (M mean(w)**2))`` (``nan`` for ``M = 1``).
+    """
+    check_positive_ints(num_samples=num_samples, batch_size=batch_size)
+    score = exact_log_ratio_model(vae)
+    x = np.asarray(x, dtype="float32")
+    log_px, stderr = np.empty(len(x)), np.full(len(x), np.nan)
+    progress = keras.utils.Progbar(len(x), unit_name="image", verbose=verbose)
+    for start in range(0, len(x), batch_size):
+        x_batch = x[start : start + batch_size]
+        rows = slice(start, start + len(x_batch))
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(start,)))
+        eps = rng.standard_normal((len(x_batch), num_samples, vae.inputs[1].shape[-1]), dtype="float32")
+        parameters, log_ratio, _ = score(x_batch, eps)
+        log_w = -negative_log_likelihood(likelihood, x_batch, parameters) + log_ratio
+        log_w = keras.ops.convert_to_numpy(log_w).astype("float64")
+        peak = log_w.max(axis=-1, keepdims=True)
+        log_px[rows] = peak[:, 0] + np.log(np.mean(np.exp(log_w - peak), axis=-1))
+        if num_samples > 1:  # w / mean(w), each at most M: no overflow
+            stderr[rows] = np.std(np.exp(log_w - log_px[rows, None]), axis=-1, ddof=1) / np.sqrt(num_samples)
+        progress.add(len(x_batch))
+    return (log_px, stderr) if return_stderr else log_px
+
+
+# [end score]
 
 
 def summarise(log_px, stderr):

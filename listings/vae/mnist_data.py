@@ -10,6 +10,9 @@ against the file size and the other file of the pair, and its image shape.
 A problem raises `MNISTError` with one line that says what is wrong and what
 was expected.
 
+`binarize_once` draws the fixed binarisation a test set is scored on: each
+pixel ~ Bernoulli(intensity), from its own seed.
+
 Run ``python mnist_data.py`` to print a summary of the data it finds.
 """
 
@@ -135,6 +138,28 @@ def flatten_and_scale(images):
 
 
 # [end load-mnist]
+
+
+def check_intensities(x):
+    """``x`` as float32 after checking it is a (count, dim) array of intensities in [0, 1]."""
+    x = np.asarray(x)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"Expected `x` to be a float array of shape (count, dim). Received: dtype={x.dtype}, shape={x.shape}"
+        )
+    if x.size and (x.min() < 0.0 or x.max() > 1.0):
+        raise ValueError(f"Expected `x` with values in [0, 1]. Received: min={x.min()}, max={x.max()}")
+    return x.astype("float32", copy=False)
+
+
+def binarize_once(x, seed):
+    """A fixed binarisation of ``x`` (the test set), pixel ~ Bernoulli(intensity).
+
+    ``seed`` is anything ``np.random.default_rng`` takes: an int, or a
+    ``np.random.SeedSequence`` spawned for this one use.
+    """
+    rng = np.random.default_rng(seed)
+    return (rng.random(x.shape, dtype="float32") < check_intensities(x)).astype("float32")
 
 
 def main(argv=None):

@@ -28,6 +28,8 @@ from keras import layers, ops
 from likelihoods import NegativeLogLikelihood, likelihood_head, parameter_width
 from variational_autoencoder import PACKAGE, check_positive_int, check_positive_ints, hidden_name
 
+DECODERS = ("mlp", "linear")  # a network of z, or a linear model whose weights are z
+
 
 # [start decoder]
 def build_decoder(
@@ -136,6 +138,35 @@ def log_predictive_density(likelihood, y, parameters):
 
 
 # [end evaluate]
+
+
+def check_sizes(data_dim, latent_dim, posterior, likelihood, decoder, num_classes, target_dim, num_examples):
+    """The width of the decoder's target, after a ValueError for sizes that do not fit the parts."""
+    if decoder not in DECODERS:
+        raise ValueError(f"Expected `decoder` to be one of {DECODERS}. Received: decoder={decoder!r}")
+    if (posterior == "global") != (num_examples is not None):
+        raise ValueError(
+            "Expected `num_examples` (the size of the training set, which shares a global posterior's KL) "
+            f"exactly when posterior='global'. Received: posterior={posterior!r}, num_examples={num_examples}"
+        )
+    if num_examples is not None:
+        check_positive_ints(num_examples=num_examples)
+    if likelihood == "categorical":
+        check_positive_ints(num_classes=num_classes)
+    if decoder == "mlp":
+        if target_dim is not None:
+            raise ValueError(f"`target_dim` is for decoder='linear'; an mlp's target is x. Received: {target_dim}")
+        if likelihood == "categorical" and data_dim != 1:
+            raise ValueError(f"A categorical likelihood models one label per example: data_dim=1. Received: {data_dim}")
+        return num_classes if likelihood == "categorical" else data_dim
+    width = num_classes if likelihood == "categorical" else (1 if target_dim is None else target_dim)
+    check_positive_ints(width=width)
+    if latent_dim != BayesianDense.latent_dim(data_dim, width):
+        raise ValueError(
+            f"A linear decoder's z holds its weights: latent_dim = (data_dim + 1) * {width} = "
+            f"{BayesianDense.latent_dim(data_dim, width)}. Received: latent_dim={latent_dim}"
+        )
+    return width
 
 
 def load_task(task, seed=0):

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
+from mnist_data import MNISTError, binarize_once, check_intensities, flatten_and_scale, load_mnist  # noqa: E402
 from variational_autoencoder import (  # noqa: E402
     BernoulliNegativeLogLikelihood,
     build_vae,
@@ -45,28 +45,6 @@ DEFAULTS = {
     "steps_per_execution": 50,
 }
 # [end settings]
-
-
-def check_intensities(x):
-    """``x`` as float32 after checking it is a (count, dim) array of intensities in [0, 1]."""
-    x = np.asarray(x)
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(
-            f"Expected `x` to be a float array of shape (count, dim). Received: dtype={x.dtype}, shape={x.shape}"
-        )
-    if x.size and (x.min() < 0.0 or x.max() > 1.0):
-        raise ValueError(f"Expected `x` with values in [0, 1]. Received: min={x.min()}, max={x.max()}")
-    return x.astype("float32", copy=False)
-
-
-def binarize_once(x, seed):
-    """A fixed binarisation of ``x`` (the test set), pixel ~ Bernoulli(intensity).
-
-    ``seed`` is anything ``np.random.default_rng`` takes: an int, or a
-    ``np.random.SeedSequence`` spawned for this one use.
-    """
-    rng = np.random.default_rng(seed)
-    return (rng.random(x.shape, dtype="float32") < check_intensities(x)).astype("float32")
 
 
 # [start streams]
@@ -274,53 +252,27 @@ def negative_elbo_per_example(vae, encoder, x, mc_samples=1, batch_size=1000, se
 # [end evaluate]
 
 
+# The options that override `DEFAULTS`: name, type and what it sets.
+OPTIONS = (
+    ("num_epochs", int, "passes over the training set"),
+    ("batch_size", int, "examples per gradient step"),
+    ("mc_samples", int, "Monte Carlo samples of z per example in every batch; the model takes any number"),
+    ("latent_dim", int, "dimension of z"),
+    ("intermediate_dim", int, "hidden units in encoder and decoder"),
+    ("learning_rate", float, "Adam step size"),
+    ("seed", int, "seed for weights, data order, binarisation and eps"),
+)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--num-epochs",
-        type=int,
-        default=DEFAULTS["num_epochs"],
-        help="passes over the training set (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULTS["batch_size"],
-        help="examples per gradient step (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--mc-samples",
-        type=int,
-        default=DEFAULTS["mc_samples"],
-        help="Monte Carlo samples of z per example in every training and test batch; the model "
-        "itself takes any number (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--latent-dim", type=int, default=DEFAULTS["latent_dim"], help="dimension of z (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--intermediate-dim",
-        type=int,
-        default=DEFAULTS["intermediate_dim"],
-        help="hidden units in encoder and decoder (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--learning-rate", type=float, default=DEFAULTS["learning_rate"], help="Adam step size (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=DEFAULTS["seed"],
-        help="seed for weights, data order, binarisation and eps (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--mnist-dir",
-        default=None,
-        help="folder with the MNIST IDX .gz files (default: $MNIST_DIR, else ../shared/data/mnist)",
-    )
-    parser.add_argument(
-        "--output-dir", default="vae_output", help="where to write vae.keras and history.json (default: %(default)s)"
-    )
+    for name, kind, text in OPTIONS:
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=kind, default=DEFAULTS[name], help=f"{text} (default: %(default)s)")
+    mnist_help = "folder with the MNIST IDX .gz files (default: $MNIST_DIR, else ../shared/data/mnist)"
+    parser.add_argument("--mnist-dir", default=None, help=mnist_help)
+    parser.add_argument("--output-dir", default="vae_output",
+                        help="where to write vae.keras and history.json (default: %(default)s)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser, parser.parse_args(argv)
 

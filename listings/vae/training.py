@@ -36,10 +36,9 @@ import sys
 import keras
 import numpy as np
 
-from compose import NegativeObjective, check_parts, compose_vae, density_terms
-from flows import FlowKL
-from kl_divergence import MonteCarloKL
+from compose import NegativeObjective, check_parts, compose_vae
 from likelihoods import check_support, negative_log_likelihood
+from log_likelihood import exact_log_ratio_model
 from variational_autoencoder import check_positive_ints, gaussian_kl_divergence
 
 STREAMS = {"order": 0, "binarize": 1, "eps": 2, "z_prior": 3, "dequantize": 4}
@@ -186,67 +185,6 @@ def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_s
 # [end fit]
 
 
-# [start score]
-def exact_log_ratio_model(vae):
-    """``[x, eps] -> [parameters, log p(z) - log q(z|x) per sample]`` with the posterior's own density.
-
-    Whatever divergence ``vae`` trained with (a closed form, a discriminator),
-    a Gaussian or flow posterior has a density, so ``log q(z|x)`` is
-    evaluated exactly at every sample: the same layers and weights, another
-    head on the graph.
-    """
-    terms = density_terms(vae)
-    scorer = keras.Model(vae.inputs[:2], {"parameters": vae.get_layer("parameters").output, **terms})
-    estimator = FlowKL() if "log_det" in terms else MonteCarloKL()
-
-    def score(x, eps):
-        outputs = scorer([x, eps], training=False)
-        return outputs["parameters"], -estimator.kl_terms(outputs), outputs
-
-    return score
-
-
-def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=10, seed=0, verbose=0,
-                   return_stderr=False):  # fmt: skip
-    """Importance-sampled ``log p(x)`` per image, in nats, from ``M = num_samples`` draws of ``eps``.
-
-    With ``z_m ~ q(z|x)`` and weights ``w_m = p(x|z_m) p(z_m) / q(z_m|x)``,
-    ``log (1/M) sum_m w_m`` is the importance-weighted bound with ``M``
-    samples: below ``log p(x)`` in expectation, and tighter as ``M`` grows
-    (Burda, Grosse & Salakhutdinov 2015). The log weights are the ones the
-    IWAE objective reduces, on a batch of ``M`` draws per image, so nothing
-    is rebuilt, whatever ``S`` the model trained with; their log-mean-exp is
-    taken in ``float64``. It needs ``log q(z|x)`` at every sample, which any
-    posterior with a density has (see `exact_log_ratio_model`).
-
-    With ``return_stderr``, returns ``(log_px, stderr)``: ``stderr`` is the
-    Monte Carlo standard error of each estimate by the delta method,
-    ``sqrt(Var(w) / (M mean(w)**2))`` (``nan`` for ``M = 1``).
-    """
-    check_positive_ints(num_samples=num_samples, batch_size=batch_size)
-    score = exact_log_ratio_model(vae)
-    x = np.asarray(x, dtype="float32")
-    log_px, stderr = np.empty(len(x)), np.full(len(x), np.nan)
-    progress = keras.utils.Progbar(len(x), unit_name="image", verbose=verbose)
-    for start in range(0, len(x), batch_size):
-        x_batch = x[start : start + batch_size]
-        rows = slice(start, start + len(x_batch))
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(start,)))
-        eps = rng.standard_normal((len(x_batch), num_samples, vae.inputs[1].shape[-1]), dtype="float32")
-        parameters, log_ratio, _ = score(x_batch, eps)
-        log_w = -negative_log_likelihood(likelihood, x_batch, parameters) + log_ratio
-        log_w = keras.ops.convert_to_numpy(log_w).astype("float64")
-        peak = log_w.max(axis=-1, keepdims=True)
-        log_px[rows] = peak[:, 0] + np.log(np.mean(np.exp(log_w - peak), axis=-1))
-        if num_samples > 1:  # w / mean(w), each at most M: no overflow
-            stderr[rows] = np.std(np.exp(log_w - log_px[rows, None]), axis=-1, ddof=1) / np.sqrt(num_samples)
-        progress.add(len(x_batch))
-    return (log_px, stderr) if return_stderr else log_px
-
-
-# [end score]
-
-
 # [start predictive]
 def posterior_predictive(vae, x, num_samples=1000, seed=0):
     """The likelihood's parameters at ``num_samples`` draws of ``z ~ q`` per row of ``x``: (count, samples, width).
@@ -298,6 +236,44 @@ def elbo_terms(vae, x, likelihood="bernoulli", mc_samples=1, batch_size=500, see
 
 
 # [end predictive]
+
+
+def continuous_bernoulli_mean(logits):
+    """``E[x]`` under the continuous Bernoulli, in NumPy: ``1 / (1 - e^-l) - 1 / l``, 1/2 + l/12 near 0.
+
+    Not ``lambda = sigmoid(l)``: the mean is closer to 1/2 than ``lambda``
+    (0.66 against 0.88 at ``l = 2``), so a decoder's ``lambda`` drawn as an
+    image is not what the model expects the image to be. Computed at
+    ``a = |l|``, where ``e^-a`` cannot overflow, and reflected:
+    ``mean(-l) = 1 - mean(l)``.
+    """
+    logits = np.asarray(logits, dtype="float64")
+    a = np.abs(logits)
+    small = a < 1e-3
+    safe = np.where(small, 1.0, a)
+    upper = np.where(small, 0.5 + a / 12.0, 1.0 / -np.expm1(-safe) - 1.0 / safe)
+    return np.where(logits >= 0, upper, 1.0 - upper)
+
+
+def sample_from(likelihood, parameters, rng):
+    """``(mean, draw)`` of the distribution the parameters (NumPy, (..., width)) define, one draw each."""
+    parameters = np.asarray(parameters, dtype="float64")
+    if likelihood == "gaussian":
+        mean, log_scale = np.split(parameters, 2, axis=-1)
+        return mean, mean + np.exp(log_scale) * rng.standard_normal(mean.shape)
+    if likelihood == "bernoulli":
+        mean = 1.0 / (1.0 + np.exp(-parameters))
+        return mean, (rng.random(mean.shape) < mean).astype("float64")
+    if likelihood == "continuous_bernoulli":
+        # Inverse CDF of the density proportional to exp(l x) on [0, 1], written without overflow.
+        u = rng.random(parameters.shape)
+        small = np.abs(parameters) < 1e-6
+        a = np.abs(np.where(small, 1.0, parameters))
+        positive = 1.0 + np.log(u + (1.0 - u) * np.exp(-a)) / a
+        negative = np.log1p(u * np.expm1(-a)) / -a
+        draw = np.where(small, u, np.where(parameters > 0, positive, negative))
+        return continuous_bernoulli_mean(parameters), np.clip(draw, 0.0, 1.0)
+    raise ValueError(f"Expected a likelihood with a data distribution to sample. Received: {likelihood!r}")
 
 
 def main(argv=None):
