@@ -30,7 +30,10 @@ and the IWAE paper's 784-200-200-50 with tanh):
   layer sizes, divided by this machine's float32 matrix-multiply throughput
   measured with NumPy at the same shapes; one more interleaved worker per
   repeat, so a slow spell hits it as it hits the others, and the median over
-  repeats is the limit every fraction uses.
+  repeats is the limit every fraction uses. Where JAX imports, the same
+  worker also times the same products compiled by XLA (``xla_limit``): what
+  a step compiled by XLA could reach at best, at XLA:CPU's speed for
+  products this small.
 
 Ratios of two configurations come as the ratio of their medians and, for
 the comparisons with PyTorch, as the worst pair: the largest ratio of the
@@ -230,6 +233,64 @@ def numpy_matmul_seconds(shapes, repeats=30):
     return total
 
 
+def product_operands(architecture, batch_size, mc_samples, normal):
+    """The operands of a step's products, by kind: ``forward`` (X, W), ``weight_gradient`` (X, dY), ``input_gradient``
+    (dY, W), each array drawn by ``normal(*shape)``. The products are X W, X^T dY and dY W^T: the shapes of
+    `matmul_shapes`, with the transposes a compiled step computes."""
+    kinds = {"forward": [], "weight_gradient": [], "input_gradient": []}
+    for index, (part, fan_in, fan_out) in enumerate(dense_layers(architecture)):
+        rows = batch_size * (mc_samples if part == "decoder" else 1)
+        x, w, dy = normal(rows, fan_in), normal(fan_in, fan_out), normal(rows, fan_out)
+        kinds["forward"].append((x, w))
+        kinds["weight_gradient"].append((x, dy))
+        if index > 0:  # the first layer's input is the data: no gradient
+            kinds["input_gradient"].append((dy, w))
+    return kinds
+
+
+PRODUCTS = {
+    "forward": lambda pairs: [x @ w for x, w in pairs],
+    "weight_gradient": lambda pairs: [x.T @ dy for x, dy in pairs],
+    "input_gradient": lambda pairs: [dy @ w.T for dy, w in pairs],
+}
+
+
+def xla_matmul_seconds(architecture, batch_size, mc_samples, repeats=30):
+    """Median seconds of a step's products compiled by XLA (through JAX), one program per kind, summed.
+
+    Each program holds the independent products of one kind, so it pays one
+    dispatch, not one per product: the products at XLA:CPU's speed, without
+    the element-wise work of a step or the order a step imposes on them.
+    """
+    import jax
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    kinds = product_operands(architecture, batch_size, mc_samples,
+                             lambda *shape: jax.numpy.asarray(rng.standard_normal(shape, dtype="float32")))  # fmt: skip
+    total = 0.0
+    for kind, pairs in kinds.items():
+        program = jax.jit(PRODUCTS[kind])
+        jax.block_until_ready(program(pairs))  # compile
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(program(pairs))
+            times.append(time.perf_counter() - start)
+        total += float(np.median(times))
+    return total
+
+
+def xla_limit(architecture, batch_size, mc_samples, num_examples):
+    step_seconds = xla_matmul_seconds(architecture, batch_size, mc_samples)
+    flops = training_step_flops(architecture, batch_size, mc_samples)
+    return {
+        "step_flops": flops,
+        "xla_gflops_per_second": flops / step_seconds / 1e9,
+        "ideal_seconds_per_epoch": step_seconds * -(-num_examples // batch_size),
+    }
+
+
 def machine_limit(architecture, batch_size, mc_samples, num_examples):
     shapes = matmul_shapes(architecture, batch_size, mc_samples)
     step_seconds = numpy_matmul_seconds(shapes)
@@ -377,8 +438,11 @@ def worker(config, architecture, num_epochs, started):
     ready = time.perf_counter()
     if config == MACHINE_LIMIT:
         limits = {f"S{s}": machine_limit(architecture, BATCH_SIZE, s, len(x_train)) for s in LIMIT_MC_SAMPLES}
-        print(json.dumps({"config": config, "architecture": architecture, "startup_seconds": ready - started,
-                          "num_examples": len(x_train), "machine_limit": limits}))  # fmt: skip
+        record = {"config": config, "architecture": architecture, "startup_seconds": ready - started,
+                  "num_examples": len(x_train), "machine_limit": limits}  # fmt: skip
+        if importable_here("jax"):  # the same products as XLA compiles them, S = 1
+            record["xla_limit"] = {"S1": xla_limit(architecture, BATCH_SIZE, 1, len(x_train))}
+        print(json.dumps(record))
         return
     runner = run_torch if config == "torch-S1" else run_composed if config in COMPOSED else run_keras
     seconds, cpu_seconds = runner(config, architecture, num_epochs, x_train)
@@ -402,6 +466,17 @@ def worker(config, architecture, num_epochs, started):
 # ---------------------------------------------------------------------------
 # The interleaved driver
 # ---------------------------------------------------------------------------
+
+
+def importable_here(module):
+    """Whether ``module`` imports in this process."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def importable(module):
@@ -442,17 +517,19 @@ def summarise(runs):
     }
 
 
-def summarise_machine_limit(runs):
-    """The machine's limit for each S: the median over the repeats of the ideal epoch, its range and every repeat's."""
+def summarise_machine_limit(runs, key="machine_limit"):
+    """A limit for each S (``key``: the machine's, or XLA's products'): the median over the repeats of the ideal
+    epoch, its range and every repeat's."""
     import numpy as np
 
     summary = {}
-    for samples in runs[0]["machine_limit"]:
-        limits = [run["machine_limit"][samples] for run in runs]
+    for samples in runs[0][key]:
+        limits = [run[key][samples] for run in runs]
         ideal = [limit["ideal_seconds_per_epoch"] for limit in limits]
+        throughput = next(name for name in limits[0] if name.endswith("_gflops_per_second"))
         summary[samples] = {
             "step_flops": limits[0]["step_flops"],
-            "numpy_gflops_per_second": float(np.median([limit["numpy_gflops_per_second"] for limit in limits])),
+            throughput: float(np.median([limit[throughput] for limit in limits])),
             "ideal_seconds_per_epoch": float(np.median(ideal)),
             "ideal_seconds_per_epoch_min": min(ideal),
             "ideal_seconds_per_epoch_max": max(ideal),
@@ -510,6 +587,18 @@ def ratios(architectures):
             out[f"fraction_of_machine_limit_{backend}_{key}"] = fraction
         if fractions:
             out[f"fastest_backend_fraction_of_machine_limit_{key}"] = max(fractions.values())
+        # The same against the products as XLA compiles them, and how fast those are against NumPy's.
+        xla = arch.get("xla_limit", {}).get("S1")
+        if xla is not None:
+            for config, backend in COMPOSED.items():
+                if timed(c, config) is not None:
+                    out[f"fraction_of_xla_limit_{backend}_{key}"] = (
+                        xla["ideal_seconds_per_epoch"] / c[config]["seconds_per_epoch"]
+                    )
+            if limit is not None:
+                out[f"xla_products_fraction_of_machine_limit_{key}"] = (
+                    limit["ideal_seconds_per_epoch"] / xla["ideal_seconds_per_epoch"]
+                )
         if "ours-S1" in c and "ours-S25" in c:
             out[f"ours_s25_over_s1_{key}"] = c["ours-S25"]["seconds_per_epoch"] / c["ours-S1"]["seconds_per_epoch"]
         # What S = 25 must cost at least, if S = 1 ran at the machine's limit.
@@ -735,7 +824,9 @@ def main(argv=None):
                 seconds = run["machine_limit"]["S1"]["ideal_seconds_per_epoch"]
             else:
                 seconds = sum(run["steady_epoch_seconds"]) / len(run["steady_epoch_seconds"])
-            print(f"[{index}/{len(plan)}] {architecture} {config}: {seconds:.2f} s per epoch", flush=True)
+            xla = run.get("xla_limit", {}).get("S1")
+            xla = f" (XLA's products: {xla['ideal_seconds_per_epoch']:.2f})" if xla else ""
+            print(f"[{index}/{len(plan)}] {architecture} {config}: {seconds:.2f} s per epoch{xla}", flush=True)
     architectures = {}
     for architecture in args.architectures:
         configs = {}
@@ -751,6 +842,10 @@ def main(argv=None):
             # The median over the repeats, each timed in its turn among the other workers.
             "machine_limit": summarise_machine_limit(runs[(architecture, MACHINE_LIMIT)]),
         }
+        if all("xla_limit" in run for run in runs[(architecture, MACHINE_LIMIT)]):
+            architectures[architecture]["xla_limit"] = summarise_machine_limit(
+                runs[(architecture, MACHINE_LIMIT)], "xla_limit"
+            )
     import fingerprint
     from train_main_post import describe_machine
 

@@ -7,9 +7,9 @@ and writes to ``--output-dir``:
   configuration, with the range over repeats, next to the machine's limit
   for the same number of Monte Carlo samples, one panel per architecture;
 * ``backends.svg``: the composed VAE's seconds per epoch under each Keras
-  backend, next to our first post's core, the PyTorch reference and the
-  machine's limit (its median and range over repeats), one panel per
-  architecture;
+  backend, next to our first post's core, the PyTorch reference, the
+  machine's limit and the same products compiled by XLA (each limit's median
+  and range over repeats), one panel per architecture;
 * ``figures.json``: the record of the inputs it came from, and each
   target's verdict judged on the range over repeats as well as the median
   (``targets``, which the performance page shows).
@@ -51,12 +51,15 @@ ORDER = [
     "ours-S25",
 ]
 # The rows of the backends figure: the composed VAE per backend, then what it is measured against.
-BACKEND_ORDER = [*COMPOSED, "ours-S1", "torch-S1", "machine-limit-S1"]
+BACKEND_ORDER = [*COMPOSED, "ours-S1", "torch-S1", "xla-limit-S1", "machine-limit-S1"]
 BACKEND_LABELS = {
     **CONFIG_LABELS,
     "ours-S1": "first post's core, S=1 (TensorFlow)",
+    "xla-limit-S1": "the products compiled by XLA, S=1",
     "machine-limit-S1": "machine limit, S=1",
 }
+# The limits of a record: its key and the name of its row.
+LIMITS = {"machine-limit-S1": "machine_limit", "xla-limit-S1": "xla_limit"}
 
 
 # Each target's ratio as a function of two timed configurations of one
@@ -92,8 +95,8 @@ COMPARE = {"<=": float.__le__, "<": float.__lt__, ">=": float.__ge__}
 
 def seconds_range(architecture, config):
     """(fastest, slowest) seconds per epoch over the repeats (of the machine's limit, when a record has them)."""
-    if config == "machine-limit-S1":
-        limit = architecture["machine_limit"]["S1"]
+    if config in LIMITS:
+        limit = architecture[LIMITS[config]]["S1"]
         median = limit["ideal_seconds_per_epoch"]
         return limit.get("ideal_seconds_per_epoch_min", median), limit.get("ideal_seconds_per_epoch_max", median)
     summary = architecture["configs"][config]
@@ -208,16 +211,22 @@ def plot_backends(results, path):
 
     architectures = {name: results["architectures"][name] for name in ARCHITECTURES if name in results["architectures"]}
     fig, axes = plt.subplots(1, len(architectures), figsize=(5 * len(architectures), 3.4), sharey=True, squeeze=False)
-    colours = {"ours-S1": "C0", "torch-S1": "C7", "machine-limit-S1": "C3"}
+    colours = {"ours-S1": "C0", "torch-S1": "C7", "xla-limit-S1": "C1", "machine-limit-S1": "C3"}
     for ax, (name, architecture) in zip(axes[0], architectures.items(), strict=True):
         configs, slowest = architecture["configs"], 0.0
         for y, config in enumerate(BACKEND_ORDER):
             summary = configs.get(config)
-            if config == "machine-limit-S1":
+            if config in LIMITS and LIMITS[config] in architecture:
                 low, high = seconds_range(architecture, config)
-                median = architecture["machine_limit"]["S1"]["ideal_seconds_per_epoch"]
-            elif summary is None or "skipped" in summary:
-                reason = summary["skipped"] if summary else "not in this results file"
+                median = architecture[LIMITS[config]]["S1"]["ideal_seconds_per_epoch"]
+            elif config in LIMITS or summary is None or "skipped" in summary:
+                reason = (
+                    "jax not installed"
+                    if config in LIMITS
+                    else summary["skipped"]
+                    if summary
+                    else "not in this results file"
+                )
                 ax.text(0.02, y, reason, va="center", transform=ax.get_yaxis_transform(), color="0.4")
                 continue
             else:

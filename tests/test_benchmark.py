@@ -35,6 +35,38 @@ def test_flops_grow_only_in_the_decoder_with_mc_samples():
     assert five - one == 4 * decoder_one
 
 
+def test_the_products_xla_times_are_the_products_numpy_times():
+    """The operands of the XLA limit give back `matmul_shapes`, product by product, and so its FLOPs."""
+    kinds = benchmark.product_operands(TINY, 5, 2, lambda *shape: np.zeros(shape, "float32"))
+    shapes = sorted(
+        (*a.shape[::-1], b.shape[1])
+        if kind == "weight_gradient"
+        else (*a.shape, b.shape[1] if kind == "forward" else b.shape[0])
+        for kind, pairs in kinds.items()
+        for a, b in pairs
+    )
+    assert shapes == sorted(matmul_shapes(TINY, 5, 2))
+    products = [product for kind, pairs in kinds.items() for product in benchmark.PRODUCTS[kind](pairs)]
+    assert sorted(product.shape for product in products) == sorted((m, n) for m, _, n in matmul_shapes(TINY, 5, 2))
+
+
+def test_xla_computes_the_same_products_as_numpy():
+    jax = pytest.importorskip("jax")
+    rng = np.random.default_rng(0)
+    kinds = benchmark.product_operands(TINY, 5, 2, lambda *shape: rng.standard_normal(shape).astype("float32"))
+    for kind, pairs in kinds.items():
+        compiled = jax.jit(benchmark.PRODUCTS[kind])([tuple(map(jax.numpy.asarray, pair)) for pair in pairs])
+        expected = [
+            a.astype("float64").T @ b
+            if kind == "weight_gradient"
+            else a.astype("float64") @ (b.T if kind == "input_gradient" else b)
+            for a, b in pairs
+        ]
+        for got, want in zip(compiled, expected, strict=True):
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    assert benchmark.xla_matmul_seconds(TINY, 5, 2, repeats=2) > 0
+
+
 @pytest.mark.slow
 def test_benchmark_quick_mode_writes_a_well_formed_results_file(tmp_path):
     output = tmp_path / "benchmark.json"
@@ -152,6 +184,7 @@ TIMINGS = {
     "composed-S1-torch": [2.0, 2.1, 1.9],
 }
 LIMITS = [0.5, 0.9, 0.4]  # the machine's ideal S = 1 epoch, timed in each repeat (mean 0.6, median 0.5)
+XLA_LIMITS = [0.6, 0.65, 1.0]  # the same products compiled by XLA (median 0.65)
 ARCH, KEY = "784-200-200-50", "784_200_200_50"
 
 
@@ -170,7 +203,7 @@ def fake_runs(seconds_per_repeat):
     ]
 
 
-def fake_architectures(timings=TIMINGS, skipped=()):
+def fake_architectures(timings=TIMINGS, skipped=(), xla=False):
     configs = {config: benchmark.summarise(fake_runs(seconds)) for config, seconds in timings.items()}
     for config in skipped:
         configs[config] = {"skipped": f"{benchmark.required_module(config)} not installed"}
@@ -178,13 +211,18 @@ def fake_architectures(timings=TIMINGS, skipped=()):
         {"machine_limit": {"S1": {"step_flops": 7, "numpy_gflops_per_second": 10.0 * i, "ideal_seconds_per_epoch": s}}}
         for i, s in enumerate(LIMITS, 1)
     ]
-    return {
-        ARCH: {
-            "layers": benchmark.ARCHITECTURES[ARCH],
-            "configs": configs,
-            "machine_limit": benchmark.summarise_machine_limit(limit_runs),
-        }
+    architecture = {
+        "layers": benchmark.ARCHITECTURES[ARCH],
+        "configs": configs,
+        "machine_limit": benchmark.summarise_machine_limit(limit_runs),
     }
+    if xla:
+        xla_runs = [
+            {"xla_limit": {"S1": {"step_flops": 7, "xla_gflops_per_second": 5.0 * i, "ideal_seconds_per_epoch": s}}}
+            for i, s in enumerate(XLA_LIMITS, 1)
+        ]
+        architecture["xla_limit"] = benchmark.summarise_machine_limit(xla_runs, "xla_limit")
+    return {ARCH: architecture}
 
 
 def test_the_machine_limit_is_the_median_over_the_repeats():
@@ -224,6 +262,20 @@ def test_ratios_against_pytorch_and_the_machine_limit_match_a_numpy_computation(
     assert measured[f"ours_s1_over_torch_median_{KEY}"] == pytest.approx(1 / 1.4)
     assert measured[f"ours_s1_over_torch_worst_pair_{KEY}"] == pytest.approx(1.2)
     assert measured[f"fastest_backend_fraction_of_machine_limit_{KEY}"] == pytest.approx(2 / 3)
+
+
+def test_fractions_of_the_xla_limit_match_a_numpy_computation():
+    architectures = fake_architectures(xla=True)
+    xla = architectures[ARCH]["xla_limit"]["S1"]
+    assert xla["ideal_seconds_per_epoch"] == 0.65 and xla["xla_gflops_per_second"] == 10.0
+    measured = benchmark.ratios(architectures)
+    without = benchmark.ratios(fake_architectures())
+    added = {name: value for name, value in measured.items() if name not in without}
+    expected = {f"fraction_of_xla_limit_{backend}_{KEY}": 0.65 / np.median(TIMINGS[f"composed-S1-{backend}"])
+                for backend in ("tensorflow", "jax", "torch")}  # fmt: skip
+    expected[f"xla_products_fraction_of_machine_limit_{KEY}"] = 0.5 / 0.65
+    assert added == pytest.approx(expected, rel=1e-12)
+    assert {name: measured[name] for name in without} == without  # the other ratios do not move
 
 
 def test_the_worst_pair_pairs_runs_of_the_same_repeat():

@@ -161,3 +161,9 @@ def test_each_post_links_to_the_previous_and_next_post_of_the_series(built_site)
         if index < len(SLUGS) - 1:
             expected.append((f"../{SLUGS[index + 1]}/", "next", f"Next in the series: {titles[index + 1]}"))
         assert [(href, rel, " ".join(text.split())) for href, rel, text in pager] == expected, slug
+
+
+def test_every_listing_is_short_enough_to_copy():
+    """The parts a reader copies stay about 300 lines; experiment plumbing lives in scripts/."""
+    lengths = {path.name: len(path.read_text().splitlines()) for path in (REPO_ROOT / "listings" / "vae").glob("*.py")}
+    assert lengths and max(lengths.values()) <= 335, {name: n for name, n in lengths.items() if n > 335}
