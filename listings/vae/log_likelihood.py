@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+import compose  # noqa: E402, F401 (registers the layers a saved composed model is made of)
 from flows import FlowKL  # noqa: E402
 from kl_divergence import MonteCarloKL  # noqa: E402
 from likelihoods import negative_log_likelihood  # noqa: E402
