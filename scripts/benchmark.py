@@ -787,7 +787,10 @@ def main(argv=None):
     if args.check:
         import provenance
 
-        record = provenance.read_record(args.output)
+        try:
+            record = provenance.read_record(args.output, ["settings"])
+        except provenance.RecordError as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
         if record is None:
             parser.exit(1, f"{parser.prog}: {args.output} not found: run scripts/benchmark.py\n")
         # The check compares the code, and the settings the record was made with.

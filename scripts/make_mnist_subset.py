@@ -1,7 +1,9 @@
 """Write the first N training and test images of MNIST as a small IDX set for the tests.
 
 Reads the full set with the listing's loader and writes the four standard
-IDX .gz files (gzip header time 0, so the output is byte-identical on every run).
+IDX .gz files (gzip header time 0, so the output is byte-identical on every run),
+each atomically. The committed subset (the default ``--output``) is only ever
+rewritten with the counts it was made with.
 """
 
 import argparse
@@ -12,12 +14,21 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "listings" / "vae"))
 
 from mnist_data import IMAGE_MAGIC, LABEL_MAGIC, MNIST_FILES, MNISTError, load_mnist  # noqa: E402
+from outputs import check_output_dir, write_atomically  # noqa: E402
+from variational_autoencoder import check_positive_ints  # noqa: E402
+
+COMMITTED = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "mnist"
+COMMITTED_COUNTS = {"num_train": 1000, "num_test": 200}  # what the tests were written against
 
 
 def write_idx(path, array, magic):
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(header + array.astype("uint8").tobytes())
+
+    def write(partial):
+        with open(partial, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+            f.write(header + array.astype("uint8").tobytes())
+
+    write_atomically(path, write)
 
 
 def main(argv=None):
@@ -29,11 +40,20 @@ def main(argv=None):
     )
     parser.add_argument("--output", default="tests/data/mnist", help="folder to write (default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
+    counts = {"num_train": args.num_train, "num_test": args.num_test}
+    try:  # before the work: the counts, and a folder that can take the four files
+        check_positive_ints(**counts)
+        output = check_output_dir(args.output, [name for pair in MNIST_FILES.values() for name in pair])
+        if output.resolve() == COMMITTED and counts != COMMITTED_COUNTS:
+            raise ValueError(f"{output} holds the committed test subset of {COMMITTED_COUNTS}; writing {counts} "
+                             "there would change what the tests read. Give another --output")  # fmt: skip
         (x_train, y_train), (x_test, y_test) = load_mnist(args.mnist_dir)
-    except MNISTError as error:
+        for name, available in (("num_train", len(x_train)), ("num_test", len(x_test))):
+            if counts[name] > available:
+                raise ValueError(f"Expected `{name}` at most {available}, the images in {args.mnist_dir or 'the set'}. "
+                                 f"Received: {name}={counts[name]}")  # fmt: skip
+    except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    output = pathlib.Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     subsets = {
         "train": (x_train[: args.num_train], y_train[: args.num_train]),

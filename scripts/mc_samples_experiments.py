@@ -382,7 +382,7 @@ def main(argv=None):
         inputs = data_inputs(settings, args.table_dir)
         record = provenance.read_record(args.output)
         stale = stale_parts(record, inputs, args.table_dir, chosen)
-    except MNISTError as error:
+    except (MNISTError, provenance.RecordError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     todo = provenance.names_to_run(parser, args, chosen, stale, args.output, nothing="nothing to measure")
     if todo is None:

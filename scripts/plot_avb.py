@@ -15,7 +15,6 @@ writes, in ``--output-dir`` (default ``images/avb``):
 With ``--if-stale`` it does nothing when the record matches the inputs.
 """
 
-import json
 import os
 import pathlib
 import sys
@@ -66,17 +65,17 @@ def posterior_samples(vae, x, num_samples, seed):
 
 
 def plot_toy(results_dir, toy, path):
-    import keras
     import numpy as np
 
     import compose  # noqa: F401  (registers the layers the saved models use)
+    from outputs import load_saved_model
 
     plt = setup_matplotlib()
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.1), constrained_layout=True)
     x_points = np.eye(4, dtype="float32")
     angle = np.linspace(0, 2 * np.pi, 200)
     for ax, name in zip(axes, TOY_MODELS, strict=True):
-        vae = keras.saving.load_model(pathlib.Path(results_dir) / "toy" / f"{name}.keras", safe_mode=True)
+        vae = load_saved_model(pathlib.Path(results_dir) / "toy" / f"{name}.keras", "a toy model of avb_experiments.py")
         z = posterior_samples(vae, x_points, SETTINGS["toy_samples"], SETTINGS["seed"])
         for i in range(4):
             ax.scatter(z[i, :, 0], z[i, :, 1], s=3, alpha=0.6, label=f"x = e{i + 1}", rasterized=False)
@@ -125,8 +124,9 @@ def draw_model(path):
 
 
 def draw(results_dir, output_dir):
-    plot_toy(results_dir, json.loads((results_dir / "toy.json").read_text())["results"], output_dir / FIGURES[0])
-    plot_estimators(json.loads((results_dir / "estimators.json").read_text()), output_dir / FIGURES[1])
+    toy = provenance.read_json(results_dir / "toy.json", ["results"])
+    plot_toy(results_dir, toy["results"], output_dir / FIGURES[0])
+    plot_estimators(provenance.read_json(results_dir / "estimators.json", ["results"]), output_dir / FIGURES[1])
     draw_model(output_dir / FIGURES[2])
 
 

@@ -17,7 +17,6 @@ and writes to ``--output-dir``:
 Output is deterministic for a given results file.
 """
 
-import json
 import pathlib
 import sys
 
@@ -255,11 +254,8 @@ def draw(results_path, output_dir):
 
 
 def read_results(results_path):
-    """The benchmark's results; ValueError, in one line, when the file is not JSON."""
-    try:
-        return json.loads(pathlib.Path(results_path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{results_path} is not a JSON results file ({error})") from None
+    """The benchmark's results; a RecordError, in one line, for a file that is not such a results file."""
+    return provenance.read_json(results_path, ["architectures", "ratios"], "the results of scripts/benchmark.py")
 
 
 def main(argv=None):

@@ -16,7 +16,6 @@ Reads ``results/flows/toy.json`` and the fitted flows
 With ``--if-stale`` it does nothing when the record matches the inputs.
 """
 
-import json
 import os
 import pathlib
 import sys
@@ -55,7 +54,7 @@ def input_paths(results_dir):
     results_dir = pathlib.Path(results_dir)
     paths = [results_dir / "toy.json"]
     if paths[0].is_file():
-        toy = json.loads(paths[0].read_text())
+        toy = provenance.read_json(paths[0], ["settings", "results"])
         paths += [results_dir / "toy" / f"{name}.keras" for name in model_names(toy)]
     return paths
 
@@ -79,12 +78,12 @@ def flow_density_mesh(flow_model, half_width, points):
 
 
 def plot_densities(results_dir, toy, path):
-    import keras
     import numpy as np
     from keras import ops
 
     import flow_densities  # noqa: F401  (registers the layers the saved models use)
     from flow_densities import BOX, potential
+    from outputs import load_saved_model
 
     plt = setup_matplotlib()
     targets, shown = toy["settings"]["targets"], columns(toy)
@@ -98,7 +97,8 @@ def plot_densities(results_dir, toy, path):
         axes[row, 0].set_ylabel(target)
         for column, (flow, k) in enumerate(shown, start=1):
             name = f"{target}-{flow}-{k}"
-            flow_model = keras.saving.load_model(pathlib.Path(results_dir) / "toy" / f"{name}.keras", safe_mode=True)
+            path = pathlib.Path(results_dir) / "toy" / f"{name}.keras"
+            flow_model = load_saved_model(path, "a flow of flow_experiments.py")
             mesh, q = flow_density_mesh(flow_model, SETTINGS["grid_half_width"], SETTINGS["grid_points"])
             ax = axes[row, column]
             ax.set_facecolor("black")
@@ -130,7 +130,8 @@ def draw_models(vae_path, flow_path):
 
 
 def draw(results_dir, output_dir):
-    plot_densities(results_dir, json.loads((results_dir / "toy.json").read_text()), output_dir / FIGURES[0])
+    toy = provenance.read_json(results_dir / "toy.json", ["settings", "results"])
+    plot_densities(results_dir, toy, output_dir / FIGURES[0])
     draw_models(output_dir / FIGURES[1], output_dir / FIGURES[2])
 
 

@@ -143,9 +143,7 @@ def plot_reconstructions(results, path):
 
 
 def draw(experiments_path, output_dir):
-    import json
-
-    results = json.loads(pathlib.Path(experiments_path).read_text())
+    results = provenance.read_json(experiments_path)
     plot_gradient_variance(
         results["gradient_variance"],
         results["settings"]["gradient_variance"]["repeats"],

@@ -19,7 +19,6 @@ Reads ``results/likelihoods/{mnist,regression,classification}.json`` and
 With ``--if-stale`` it does nothing when the record matches the inputs.
 """
 
-import json
 import os
 import pathlib
 import sys
@@ -150,7 +149,7 @@ def draw(results_dir, output_dir):
     import numpy as np
 
     names = ("mnist", "regression", "classification")
-    records = {name: json.loads((results_dir / f"{name}.json").read_text()) for name in names}
+    records = {name: provenance.read_json(results_dir / f"{name}.json", ["results"]) for name in names}
     with np.load(results_dir / "mnist_images.npz") as images:
         plot_mnist(records["mnist"], dict(images), output_dir / FIGURES[0])
     plot_regression(records["regression"], output_dir / FIGURES[1])

@@ -73,14 +73,13 @@ def plot_loss_curve(plt, history, path):
 
 
 def draw(results_dir, output_dir):
-    import json
 
     from mnist_data import flatten_and_scale, load_mnist
     from visualize import decode_manifold, encode, load_vae, plot_latent_space, plot_manifold
 
     plt = setup_matplotlib()
     output_dir.mkdir(parents=True, exist_ok=True)
-    history = json.loads((results_dir / "history.json").read_text())
+    history = provenance.read_json(results_dir / "history.json", ["loss", "val_loss"])
     plot_loss_curve(plt, history, output_dir / "loss_curve.svg")
 
     _, encoder, decoder = load_vae(results_dir / "vae.keras")

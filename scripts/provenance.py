@@ -12,9 +12,15 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
+import sys
 import tempfile
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO_ROOT / "listings" / "vae") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
+
+from outputs import ModelFileError, check_output_dir, write_atomically  # noqa: E402  (shared with the listings)
 
 
 def file_sha256(path):
@@ -57,11 +63,45 @@ def mnist_data_files(mnist_dir=None):
     return data_files
 
 
-def read_record(record_path):
+class RecordError(ValueError):
+    """A record or results file that cannot be used; its message is one line naming the file and what was expected."""
+
+
+def read_json(path, keys=(), expected="a JSON object"):
+    """The JSON object in ``path``, after a RecordError for a file that is missing, a folder, empty, not UTF-8,
+    not JSON, not an object, or without one of ``keys``."""
+    path = pathlib.Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecordError(f"Missing {path}: expected {expected}") from None
+    except IsADirectoryError:
+        raise RecordError(f"{path} is a folder: expected a file holding {expected}") from None
+    if not data.strip():
+        raise RecordError(f"{path} is empty: expected {expected}")
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise RecordError(f"{path} is not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start}): "
+                          f"expected {expected}") from None  # fmt: skip
+    except json.JSONDecodeError as error:
+        raise RecordError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): "
+                          f"expected {expected}") from None  # fmt: skip
+    if not isinstance(value, dict):
+        raise RecordError(f"{path} holds a JSON {type(value).__name__}: expected {expected}")
+    missing = [key for key in keys if key not in value]
+    if missing:
+        raise RecordError(f"{path} has no {', '.join(map(repr, missing))}: expected {expected} with keys "
+                          f"{', '.join(keys)}")  # fmt: skip
+    return value
+
+
+def read_record(record_path, keys=()):
+    """The record at ``record_path`` (None when there is none), read by `read_json`."""
     record_path = pathlib.Path(record_path)
-    if not record_path.is_file():
+    if not record_path.exists():
         return None
-    return json.loads(record_path.read_text())
+    return read_json(record_path, keys, "a record written by this project's scripts")
 
 
 def stale_inputs(record, hashes):
@@ -105,18 +145,6 @@ def write_record(record_path, record):
     """``record`` as JSON at ``record_path``, atomically: an interrupted write leaves the old record whole."""
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"  # a record that cannot be serialised fails here
     write_atomically(record_path, lambda partial: partial.write_text(text))
-
-
-def write_atomically(path, write):
-    """``write(partial)`` beside ``path``, then renamed over it: the file appears whole or not at all."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def save_model(vae, path):
@@ -187,7 +215,6 @@ def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra
 
 def on_the_fingerprint_data(run):
     """``run()`` as a fingerprint runs it: Keras seeded with 0, ``MNIST_DIR`` the committed subset."""
-    import os
 
     import keras
 
@@ -314,11 +341,15 @@ def run_experiments(module, argv=None):
             stale[part] = stale_inputs(record, inputs[part])
             if not stale[part]:
                 stale[part] = moved_behaviour(record, fingerprint_of(part))
-    except MNISTError as error:
+    except (MNISTError, RecordError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     todo = names_to_run(parser, args, chosen, stale, output_dir)
     if todo is None:
         return 0
+    try:  # before the work: the folder can take every record to be written
+        check_output_dir(output_dir, [f"{part}.json" for part in todo])
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
     import keras
     import numpy as np
@@ -432,6 +463,8 @@ def draw_figures(
     output_dir = pathlib.Path(args.output_dir)
     record_path = output_dir / record_name
     try:
+        if not args.check:  # before the work: the folder can take the figures and the record
+            check_output_dir(output_dir, [*figures, record_name])
         paths = input_paths(source)
         missing = [str(path) for path in paths if not path.is_file()]
         if missing:
@@ -452,10 +485,20 @@ def draw_figures(
             if not stale:
                 print(f"{record_path} is current" + ("" if args.check else "; nothing to draw"))
                 return 0
-    except (RuntimeError, *errors) as error:
+    except (RuntimeError, ValueError, *errors) as error:  # a RecordError is a ValueError
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     output_dir.mkdir(parents=True, exist_ok=True)
-    drawn = fingerprint.drawn_numbers(lambda: draw(source, output_dir))
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=".drawing-", dir=output_dir))  # the same file system
+    try:
+        try:
+            drawn = fingerprint.drawn_numbers(lambda: draw(source, scratch))
+        except (RecordError, ModelFileError, KeyError) as error:  # an input of another shape than the one drawn
+            problem = error if isinstance(error, RecordError) else f"{source} has no {error}"
+            parser.exit(2, f"{parser.prog}: error: {problem}" + (f"; run {made_by}\n" if made_by else "\n"))
+        for path in sorted(scratch.iterdir()):  # every figure drawn in full, then each renamed into place
+            os.replace(path, output_dir / path.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     fingerprint.store(f"figures:{cache_name}", drawn_settings, drawn, extra=json.dumps(input_hashes(paths, {})))
     commit = fingerprint.git_commit()
     record = {"settings": drawn_settings, "inputs": inputs, "fingerprint": drawn, "commit": commit,

@@ -194,7 +194,10 @@ def main(argv=None):
         args.stages, evaluation = 1, {**EVALUATION, "num_samples": 20, "num_examples": 100}
     output_dir = pathlib.Path(args.output_dir)
     record_path = output_dir / RECORD_NAME
-    table = provenance.read_record(record_path) or {"rows": {}}
+    try:
+        table = provenance.read_record(record_path, ["rows"]) or {"rows": {}}
+    except provenance.RecordError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     if args.print_fingerprint:
         fingerprint.CACHE_DIR = pathlib.Path(tempfile.mkdtemp())  # afresh: nothing read from, or left in, the cache
         print(json.dumps({row: fingerprint_of(row) for row in rows}, sort_keys=True))

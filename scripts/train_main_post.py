@@ -211,6 +211,8 @@ def main(argv=None):
         print(json.dumps(behaviour({**read_train_defaults(), "num_epochs": 1}), sort_keys=True))
         return 0
     output_dir = pathlib.Path(args.output_dir)
+    if args.quick and output_dir.resolve() == OUTPUT_DIR.resolve():  # a one-epoch model over the committed one
+        parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
     settings = read_train_defaults()
     if args.quick:
         settings["num_epochs"] = 1
@@ -219,12 +221,16 @@ def main(argv=None):
         inputs = data_inputs(settings)
         record = provenance.read_record(record_path)
         stale = stale_parts(record, settings) if record is not None else ["no record"]
-    except MNISTError as error:
+    except (MNISTError, provenance.RecordError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     missing = [f"missing {name}" for name in OUTPUT_NAMES if not (output_dir / name).is_file()]
     stale = {RECORD_NAME: stale or missing}
     if provenance.names_to_run(parser, args, [RECORD_NAME], stale, record_path, nothing="nothing to train") is None:
         return 0
+    try:  # before the work: the folder can take the model, its history and the record
+        provenance.check_output_dir(output_dir, OUTPUT_NAMES)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(f"training ({', '.join(stale[RECORD_NAME]) or 'as asked'}) ...", flush=True)
     record = run(settings, output_dir, inputs, verbose=1 if sys.stdout.isatty() else 2)
     print(

@@ -18,9 +18,7 @@ on MNIST, print the test negative ELBO and save the model.
 """
 
 import argparse
-import json
 import os
-import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -68,6 +66,7 @@ def main(argv=None):
 
     from compose import check_parts, compose_vae
     from mnist_data import MNISTError, flatten_and_scale, load_mnist
+    from outputs import check_output_dir, save_run
     from training import elbo_terms, fit_vae
 
     try:
@@ -77,6 +76,7 @@ def main(argv=None):
             check_positive_int("num_train", args.num_train)
         if args.divergence == "adaptive_contrast" and args.mc_samples < 2:
             raise ValueError(f"adaptive_contrast needs --mc-samples >= 2. Received: {args.mc_samples}")
+        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
         (x_train, _), (x_test, _) = load_mnist()
     except (ValueError, MNISTError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -92,11 +92,7 @@ def main(argv=None):
         print(f"test {name}: {values.mean():.2f} nats")
     rate = "rate_exact" if "rate_exact" in terms else "rate"
     print(f"test negative ELBO (with {rate}): {(terms['distortion'] + terms[rate]).mean():.2f} nats")
-    output_dir = pathlib.Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    vae.save(output_dir / "vae.keras")
-    history = {key: [float(v) for v in values] for key, values in history.items()}
-    (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
     print(f"wrote {output_dir / 'vae.keras'} and {output_dir / 'history.json'}")
     return 0
 

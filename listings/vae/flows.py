@@ -30,9 +30,7 @@ print the test log-likelihood.
 """
 
 import argparse
-import json
 import os
-import pathlib
 import sys
 import time
 
@@ -274,6 +272,7 @@ def main(argv=None):
     from compose import compose_vae
     from log_likelihood import log_likelihood
     from mnist_data import MNISTError, flatten_and_scale, load_mnist
+    from outputs import check_output_dir, save_run
     from training import fit_vae
 
     try:
@@ -281,6 +280,7 @@ def main(argv=None):
         check_positive_ints(epochs=args.epochs, num_samples=args.num_samples, num_test=args.num_test)
         if args.num_train is not None:
             check_positive_int("num_train", args.num_train)
+        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
         (x_train, _), (x_test, _) = load_mnist()
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -294,11 +294,7 @@ def main(argv=None):
                       verbose=0 if args.quiet else 1)  # fmt: skip
     seconds = time.perf_counter() - start
     log_px = log_likelihood(vae, x_test, "bernoulli", args.num_samples, seed=args.seed, verbose=0 if args.quiet else 1)
-    output_dir = pathlib.Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    vae.save(output_dir / "vae.keras")
-    history = {key: [float(v) for v in values] for key, values in history.items()}
-    (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
     print(
         f"{args.flow} flow, {args.num_flows} steps: train negative ELBO {history['loss'][-1]:.2f} nats, "
         f"test log-likelihood {log_px.mean():.2f} nats (M = {args.num_samples} importance samples, "

@@ -18,9 +18,7 @@ train for 1 + 3 + 9 = 13 epochs and save ``vae.keras`` and ``history.json``.
 """
 
 import argparse
-import json
 import os
-import pathlib
 import sys
 import time
 
@@ -32,6 +30,7 @@ import numpy as np  # noqa: E402
 from compose import compose_vae  # noqa: E402
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
 from objectives import OBJECTIVES, check_objective  # noqa: E402
+from outputs import check_output_dir, save_run  # noqa: E402
 from training import fit_vae  # noqa: E402
 from variational_autoencoder import check_positive_int, check_positive_ints  # noqa: E402
 
@@ -168,6 +167,7 @@ def main(argv=None):
     }
     try:
         check_positive_ints(k=settings["k"], stages=settings["stages"], batch_size=settings["batch_size"])
+        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)
         start = time.perf_counter()
         vae, history = train_iwae(
@@ -176,11 +176,7 @@ def main(argv=None):
         seconds = time.perf_counter() - start
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    output_dir = pathlib.Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    vae.save(output_dir / "vae.keras")
-    history = {key: [float(v) for v in values] for key, values in history.items()}
-    (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
     print(
         f"train negative {args.objective} (k = {args.k}) {history['loss'][-1]:.2f} nats, "
         f"test {history['val_loss'][-1]:.2f} nats, {seconds / len(history['loss']):.1f} s per epoch; "

@@ -279,6 +279,10 @@ def main(argv=None):
     parser.add_argument("--logit", type=float, default=0.0, help="the logit, or the mean (default: %(default)s)")
     parser.add_argument("--log-scale", type=float, default=0.0, help="Gaussian log standard deviation (default: 0)")
     args = parser.parse_args(argv)
+    for name, values in (("x", args.x), ("logit", [args.logit]), ("log_scale", [args.log_scale])):
+        bad = [value for value in values if not math.isfinite(value)]
+        if bad:
+            parser.exit(2, f"{parser.prog}: error: Expected `{name}` to be finite. Received: {name}={bad[0]}\n")
     x = np.array(args.x, dtype="float64")[:, None]
     logit = ops.convert_to_tensor(np.full_like(x, args.logit))
     rows = {

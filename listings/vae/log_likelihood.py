@@ -32,12 +32,8 @@ import compose  # noqa: E402, F401 (registers the layers a saved composed model 
 from flows import FlowKL  # noqa: E402
 from kl_divergence import MonteCarloKL  # noqa: E402
 from likelihoods import negative_log_likelihood  # noqa: E402
-from mnist_data import (  # noqa: E402
-    MNISTError,
-    binarize_once,  # noqa: E402
-    flatten_and_scale,
-    load_mnist,
-)
+from mnist_data import MNISTError, binarize_once, flatten_and_scale, load_mnist  # noqa: E402
+from outputs import check_output_dir, load_saved_model, write_atomically  # noqa: E402
 from variational_autoencoder import check_positive_int, check_positive_ints  # noqa: E402
 
 
@@ -131,12 +127,7 @@ def summarise(log_px, stderr):
 def load_vae(path):
     """A composed VAE saved by these listings, with a density to score; a ValueError otherwise."""
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(f"Model file not found: {path}")
-    try:
-        vae = keras.saving.load_model(path, safe_mode=True)
-    except Exception as error:  # noqa: BLE001 (any unreadable file gets the same one-line report)
-        raise ValueError(f"Could not load {path} as a Keras model: {type(error).__name__}") from None
+    vae = load_saved_model(path, "a composed model saved by these listings")
     density_terms(vae)  # a model of compose_vae whose posterior has a density
     if vae.outputs[0].shape[-1] != 784:
         raise ValueError(f"Expected a model of 784-pixel MNIST images. Received outputs {vae.outputs[0].shape}")
@@ -165,6 +156,8 @@ def main(argv=None):
         check_positive_ints(num_samples=args.num_samples, batch_size=args.batch_size)
         if args.num_examples is not None:
             check_positive_int("num_examples", args.num_examples)
+        if args.output:  # before the work: a folder that can take the file
+            check_output_dir(pathlib.Path(args.output).parent, [pathlib.Path(args.output).name])
         vae = load_vae(args.model)
         _, (x_test, _) = load_mnist(args.mnist_dir)
         x = binarize_once(flatten_and_scale(x_test[: args.num_examples]), args.binarization_seed)
@@ -180,10 +173,7 @@ def main(argv=None):
         f"M = {args.num_samples})"
     )
     if args.output:
-        output = pathlib.Path(args.output)
-        partial = output.with_name(f".{output.name}.partial")
-        partial.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(partial, output)
+        write_atomically(args.output, lambda partial: partial.write_text(json.dumps(result, indent=2) + "\n"))
     return 0
 
 

@@ -8,9 +8,8 @@ epoch, in nats per example).
 """
 
 import argparse
-import json
+import math
 import os
-import pathlib
 import sys
 import time
 
@@ -20,6 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mnist_data import MNISTError, binarize_once, check_intensities, flatten_and_scale, load_mnist  # noqa: E402
+from outputs import check_output_dir, save_run  # noqa: E402
 from variational_autoencoder import (  # noqa: E402
     BernoulliNegativeLogLikelihood,
     build_vae,
@@ -287,6 +287,9 @@ def main(argv=None):
             latent_dim=args.latent_dim,
             intermediate_dim=args.intermediate_dim,
         )
+        if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+            raise ValueError(f"Expected `learning_rate` to be a finite number > 0. Received: {args.learning_rate}")
+        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)
         start = time.perf_counter()
         vae, _, _, history = train_vae(
@@ -304,11 +307,7 @@ def main(argv=None):
         seconds = time.perf_counter() - start
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    output_dir = pathlib.Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    vae.save(output_dir / "vae.keras")
-    history = {key: [float(v) for v in values] for key, values in history.items()}
-    (output_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
     print(
         f"train negative ELBO {history['loss'][-1]:.2f} nats, "
         f"test negative ELBO {history['val_loss'][-1]:.2f} nats, "

@@ -13,13 +13,13 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.special import expit  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
-import variational_autoencoder  # noqa: E402,F401  (registers the custom layers for loading)
+import compose  # noqa: E402,F401  (registers the layers of every model the site trains, for loading)
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
+from outputs import check_output_dir, load_saved_model, write_atomically  # noqa: E402
 
 
 # [start encode]
@@ -73,9 +73,9 @@ def plot_manifold(ax, image, z_grid_1d):
 def load_vae(path):
     """Load a saved VAE (safe mode) and return ``(vae, encoder, decoder)``."""
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Model file not found: {path} (expected a vae.keras written by train.py)")
-    vae = keras.saving.load_model(path, safe_mode=True)
+    vae = load_saved_model(path, "a vae.keras written by train.py")
+    if vae.name != "vae":  # a composed model (flows, IWAE, AVB, ...) draws its own figures: scripts/plot_*.py
+        raise ValueError(f"Expected a model of train.py (the first post's VAE). Received the model {vae.name!r}")
     encoder, decoder = vae.get_layer("encoder"), vae.get_layer("decoder")
     latent_dim = encoder.outputs[0].shape[-1]
     if latent_dim != 2:
@@ -99,19 +99,17 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="vae_output", help="where to write the figures (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
+        output_dir = check_output_dir(args.output_dir, ["latent_space.png", "manifold.png"])  # before the work
         _, encoder, decoder = load_vae(args.model)
         _, (x_test, y_test) = load_mnist(args.mnist_dir)
     except (FileNotFoundError, MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    output_dir = pathlib.Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-
     fig, ax = plt.subplots(figsize=(6, 5))
     fig.colorbar(plot_latent_space(ax, encode(encoder, flatten_and_scale(x_test)), y_test), ax=ax, label="digit")
-    fig.savefig(output_dir / "latent_space.png", bbox_inches="tight")
+    write_atomically(output_dir / "latent_space.png", lambda path: fig.savefig(path, bbox_inches="tight"))
     fig, ax = plt.subplots(figsize=(7, 7))
     plot_manifold(ax, *decode_manifold(decoder))
-    fig.savefig(output_dir / "manifold.png", bbox_inches="tight")
+    write_atomically(output_dir / "manifold.png", lambda path: fig.savefig(path, bbox_inches="tight"))
     print(f"wrote latent_space.png and manifold.png to {output_dir}")
     return 0
 

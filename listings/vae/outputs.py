@@ -1,0 +1,118 @@
+"""Writing a run's outputs so that a fault loses nothing, and reading a model back.
+
+Training takes minutes to hours; what it writes must not be lost to a
+folder that cannot take it, a kill or a full disk. Three rules:
+
+* `check_output_dir` runs *before* the work: the output folder exists or
+  can be created, is a folder, takes a new file, and the files to be written
+  are not folders. A problem is a ValueError naming the path and what was
+  expected, so a CLI exits with one line instead of a traceback after the
+  whole run.
+* `write_atomically` writes a file beside its final name and renames it over
+  that name: the file appears whole or not at all, and a kill or a full disk
+  while writing leaves the earlier file as it was.
+* `save_run` writes a model and its history together: both are written in
+  full before either is renamed into place, so a failure while writing
+  leaves the earlier pair untouched.
+
+Reading a model back, `load_saved_model` turns a missing, corrupt or
+foreign file into one `ModelFileError` line naming it.
+
+Run ``python outputs.py --output-dir some/folder`` to check a folder.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+
+def check_output_dir(path, files=()):
+    """``path`` as a Path after checking a run can write ``files`` into it; a ValueError otherwise."""
+    path = pathlib.Path(path)
+    existing = next(folder for folder in (path, *path.parents) if folder.exists() or folder == folder.parent)
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
+        raise ValueError(f"Output folder {path} {what}. Expected a folder, or a path where one can be created")
+    try:  # the one test that also holds for root and read-only file systems: write a file
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"Output folder {path} is not writable: no file can be created in {existing} "
+                         f"({error.strerror})") from None  # fmt: skip
+    for name in files:
+        if (path / name).is_dir():
+            raise ValueError(f"Cannot write {path / name}: it is a folder. Expected a file or nothing there")
+    return path
+
+
+def write_atomically(path, write):
+    """``write(partial)`` beside ``path``, then renamed over it: the file appears whole or not at all."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # same folder: the rename is atomic
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def save_run(output_dir, vae, history):
+    """``vae.keras`` and ``history.json`` (losses per epoch, as floats) in ``output_dir``, written together."""
+    output_dir = check_output_dir(output_dir, ["vae.keras", "history.json"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    history = {key: [float(value) for value in values] for key, values in history.items()}
+    files = {
+        output_dir / "vae.keras": vae.save,
+        output_dir / "history.json": lambda path: path.write_text(json.dumps(history, indent=2) + "\n"),
+    }
+    partials = {path: path.with_name(f".{path.stem}.partial{path.suffix}") for path in files}
+    try:
+        for path, write in files.items():  # every file in full first: a full disk fails here, before any rename
+            write(partials[path])
+        for path, partial in partials.items():
+            os.replace(partial, path)
+    finally:
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
+    return history
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded; its message is one line naming the file."""
+
+
+def load_saved_model(path, expected="a Keras model saved by these listings"):
+    """The model saved at ``path``, loaded with ``safe_mode=True``; a ModelFileError naming ``path`` otherwise.
+
+    Import the listings whose layers the model is made of first: loading
+    finds registered classes only.
+    """
+    import keras
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"Model file not found: {path} (expected {expected})")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 (any unreadable file gets the same one-line report)
+        raise ModelFileError(f"Could not load {path} as {expected}: {type(error).__name__}") from None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", required=True, help="the folder to check")
+    args = parser.parse_args(argv)
+    try:
+        path = check_output_dir(args.output_dir, ["vae.keras", "history.json"])
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print(f"{path} can take a run's outputs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
