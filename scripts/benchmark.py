@@ -800,10 +800,12 @@ def main(argv=None):
         print(f"{args.output} is current")
         return 0
     from mnist_data import MNISTError, load_mnist
+    from outputs import check_output_dir
 
     try:
+        check_output_dir(pathlib.Path(args.output).parent, [pathlib.Path(args.output).name])  # before the work
         (x_train, _), _ = load_mnist()
-    except MNISTError as error:
+    except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     settings = run_settings(args, len(x_train))
     names = {architecture: config_names(architecture) for architecture in args.architectures}

@@ -387,6 +387,10 @@ def main(argv=None):
     todo = provenance.names_to_run(parser, args, chosen, stale, args.output, nothing="nothing to measure")
     if todo is None:
         return 0
+    try:  # before the work: the record's folder can take it
+        provenance.check_output_dir(pathlib.Path(args.output).parent, [pathlib.Path(args.output).name])
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
     import keras
     import numpy as np

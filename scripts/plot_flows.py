@@ -97,8 +97,8 @@ def plot_densities(results_dir, toy, path):
         axes[row, 0].set_ylabel(target)
         for column, (flow, k) in enumerate(shown, start=1):
             name = f"{target}-{flow}-{k}"
-            path = pathlib.Path(results_dir) / "toy" / f"{name}.keras"
-            flow_model = load_saved_model(path, "a flow of flow_experiments.py")
+            model_path = pathlib.Path(results_dir) / "toy" / f"{name}.keras"
+            flow_model = load_saved_model(model_path, "a flow of flow_experiments.py")
             mesh, q = flow_density_mesh(flow_model, SETTINGS["grid_half_width"], SETTINGS["grid_points"])
             ax = axes[row, column]
             ax.set_facecolor("black")

@@ -219,6 +219,10 @@ def main(argv=None):
         if table.get("paired", {}) != paired_comparisons(output_dir):
             parser.exit(1, f"{parser.prog}: stale: the paired comparisons do not match the rows' log_px.npz\n")
         return 0
+    try:  # before the work: a folder that can take the table and its rows
+        provenance.check_output_dir(output_dir, [RECORD_NAME])
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     for row in todo or []:
         print(f"{row}: training {args.stages} stages and estimating the test log-likelihood ...", flush=True)
         if args.quick:  # the fingerprint's own run: its numbers are cached

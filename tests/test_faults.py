@@ -323,3 +323,17 @@ def test_a_value_out_of_range_is_refused_and_nothing_is_written(case, tmp_path, 
     if earlier is not None:
         assert_untouched(tmp_path / "out", earlier)
     assert {p: p.read_bytes() for p in (REPO_ROOT / "tests" / "data" / "mnist").iterdir()} == committed
+
+
+@pytest.mark.parametrize("script", ["benchmark", "iwae-table"])
+def test_a_record_script_refuses_an_unusable_output_before_the_work(script, tmp_path, monkeypatch, capsys):
+    from conftest import MNIST_SUBSET_DIR
+
+    (tmp_path / "parent").write_text("not a folder")
+    program, args = {
+        "benchmark": ("scripts/benchmark.py", ["--output", tmp_path / "parent" / "benchmark.json"]),
+        "iwae-table": ("scripts/train_iwae_table.py", ["--output-dir", tmp_path / "parent", "--rows", "vae-k1"]),
+    }[script]
+    result = run_main_in_process(program, args, {"MNIST_DIR": str(MNIST_SUBSET_DIR)}, monkeypatch, capsys)
+    assert_one_line_error(result, "parent is a file")
+    assert (tmp_path / "parent").read_text() == "not a folder"
