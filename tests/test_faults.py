@@ -9,6 +9,7 @@ check is shown to come first.
 
 import errno
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -337,3 +338,46 @@ def test_a_record_script_refuses_an_unusable_output_before_the_work(script, tmp_
     result = run_main_in_process(program, args, {"MNIST_DIR": str(MNIST_SUBSET_DIR)}, monkeypatch, capsys)
     assert_one_line_error(result, "parent is a file")
     assert (tmp_path / "parent").read_text() == "not a folder"
+
+
+# ---------------------------------------------------------------------------
+# Interrupts
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_ends_with_one_line_and_the_earlier_outputs(signum, tmp_path):
+    """Ctrl-C or a kill while train.py trains: exit 130 or 143, one line, the earlier model and history whole."""
+    from conftest import MNIST_SUBSET_DIR
+
+    files = earlier_outputs(tmp_path / "out")
+    process = subprocess.Popen(
+        [sys.executable, "listings/vae/train.py", "--num-epochs", "1000", "--output-dir", tmp_path / "out"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "MNIST_DIR": str(MNIST_SUBSET_DIR), "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    for line in process.stdout:  # the progress bar: training has begun
+        if "Epoch 2/" in line:
+            break
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr[-2000:]
+    from test_cli import TENSORFLOW_BANNER
+
+    lines = [line for line in stderr.strip().splitlines() if not TENSORFLOW_BANNER.match(line)]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert f"interrupted by {signal.Signals(signum).name} while training" in lines[0]
+    assert_untouched(tmp_path / "out", files)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interruptible_raises_inside_the_block_and_restores_the_handlers_after(signum):
+    from outputs import Interrupted, interruptible
+
+    before = signal.getsignal(signum)
+    with pytest.raises(Interrupted) as caught, interruptible():
+        os.kill(os.getpid(), signum)  # the handler runs before the next line of Python
+        pytest.fail("no Interrupted")
+    assert caught.value.exit_code == 128 + signum and caught.value.signal_name == signal.Signals(signum).name
+    assert signal.getsignal(signum) is before

@@ -66,7 +66,7 @@ def main(argv=None):
 
     from compose import check_parts, compose_vae
     from mnist_data import MNISTError, flatten_and_scale, load_mnist
-    from outputs import check_output_dir, save_run
+    from outputs import Interrupted, check_output_dir, interruptible, save_run
     from training import elbo_terms, fit_vae
 
     try:
@@ -84,8 +84,13 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     vae = compose_vae(784, args.latent_dim, args.posterior, args.divergence, hidden_units=256, hidden_layers=2,
                       discriminator_units=256)  # fmt: skip
-    history = fit_vae(vae, x_train, epochs=args.epochs, mc_samples=args.mc_samples, binarize=True, seed=args.seed,
-                      verbose=0 if args.quiet else 1)  # fmt: skip
+    try:
+        with interruptible():
+            history = fit_vae(vae, x_train, epochs=args.epochs, mc_samples=args.mc_samples, binarize=True,
+                              seed=args.seed, verbose=0 if args.quiet else 1)  # fmt: skip
+    except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
+        parser.exit(interrupt.exit_code, f"{parser.prog}: interrupted by {interrupt.signal_name} while training; "
+                    f"nothing written to {output_dir}\n")  # fmt: skip
     x_binary = (np.random.default_rng(args.seed + 1).random(x_test.shape) < x_test).astype("float32")
     terms = elbo_terms(vae, x_binary, mc_samples=args.mc_samples, seed=args.seed)
     for name, values in terms.items():

@@ -272,7 +272,7 @@ def main(argv=None):
     from compose import compose_vae
     from log_likelihood import log_likelihood
     from mnist_data import MNISTError, flatten_and_scale, load_mnist
-    from outputs import check_output_dir, save_run
+    from outputs import Interrupted, check_output_dir, interruptible, save_run
     from training import fit_vae
 
     try:
@@ -290,8 +290,13 @@ def main(argv=None):
     vae = compose_vae(784, 50, args.flow, "monte_carlo", hidden_units=200, hidden_layers=2, activation="tanh",
                       num_flows=args.num_flows, flow_hidden_units=200)  # fmt: skip
     start = time.perf_counter()
-    history = fit_vae(vae, x_train, epochs=args.epochs, batch_size=20, binarize=True, seed=args.seed,
-                      verbose=0 if args.quiet else 1)  # fmt: skip
+    try:
+        with interruptible():
+            history = fit_vae(vae, x_train, epochs=args.epochs, batch_size=20, binarize=True, seed=args.seed,
+                              verbose=0 if args.quiet else 1)  # fmt: skip
+    except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
+        parser.exit(interrupt.exit_code, f"{parser.prog}: interrupted by {interrupt.signal_name} while training; "
+                    f"nothing written to {output_dir}\n")  # fmt: skip
     seconds = time.perf_counter() - start
     log_px = log_likelihood(vae, x_test, "bernoulli", args.num_samples, seed=args.seed, verbose=0 if args.quiet else 1)
     history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from compose import compose_vae  # noqa: E402
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
 from objectives import OBJECTIVES, check_objective  # noqa: E402
-from outputs import check_output_dir, save_run  # noqa: E402
+from outputs import Interrupted, check_output_dir, interruptible, save_run  # noqa: E402
 from training import fit_vae  # noqa: E402
 from variational_autoencoder import check_positive_int, check_positive_ints  # noqa: E402
 
@@ -170,12 +170,16 @@ def main(argv=None):
         output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)
         start = time.perf_counter()
-        vae, history = train_iwae(
-            flatten_and_scale(x_train), flatten_and_scale(x_test), verbose=0 if args.quiet else 1, **settings
-        )
+        with interruptible():
+            vae, history = train_iwae(
+                flatten_and_scale(x_train), flatten_and_scale(x_test), verbose=0 if args.quiet else 1, **settings
+            )
         seconds = time.perf_counter() - start
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
+        parser.exit(interrupt.exit_code, f"{parser.prog}: interrupted by {interrupt.signal_name} while training; "
+                    f"nothing written to {output_dir}\n")  # fmt: skip
     history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
     print(
         f"train negative {args.objective} (k = {args.k}) {history['loss'][-1]:.2f} nats, "

@@ -18,13 +18,20 @@ folder that cannot take it, a kill or a full disk. Three rules:
 Reading a model back, `load_saved_model` turns a missing, corrupt or
 foreign file into one `ModelFileError` line naming it.
 
+While a run works, `interruptible` turns SIGINT (Ctrl-C) and SIGTERM into
+`Interrupted`, so that a CLI can end with one line and the exit status a
+shell expects (130, 143) instead of a traceback; nothing has been written by
+then, so the earlier outputs are as they were.
+
 Run ``python outputs.py --output-dir some/folder`` to check a folder.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
+import signal
 import sys
 import tempfile
 
@@ -79,6 +86,29 @@ def save_run(output_dir, vae, history):
         for partial in partials.values():
             partial.unlink(missing_ok=True)
     return history
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while a run worked: ``signal_name``, and ``exit_code`` (128 + the signal)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signal_name, self.exit_code = signal.Signals(signum).name, 128 + signum
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Inside the block, SIGINT and SIGTERM raise `Interrupted`; the earlier handlers return after it."""
+
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class ModelFileError(ValueError):

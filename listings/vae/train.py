@@ -19,7 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mnist_data import MNISTError, binarize_once, check_intensities, flatten_and_scale, load_mnist  # noqa: E402
-from outputs import check_output_dir, save_run  # noqa: E402
+from outputs import Interrupted, check_output_dir, interruptible, save_run  # noqa: E402
 from variational_autoencoder import (  # noqa: E402
     BernoulliNegativeLogLikelihood,
     build_vae,
@@ -292,21 +292,25 @@ def main(argv=None):
         output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)
         start = time.perf_counter()
-        vae, _, _, history = train_vae(
-            flatten_and_scale(x_train),
-            flatten_and_scale(x_test),
-            num_epochs=args.num_epochs,
-            batch_size=args.batch_size,
-            mc_samples=args.mc_samples,
-            latent_dim=args.latent_dim,
-            intermediate_dim=args.intermediate_dim,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            verbose=0 if args.quiet else 1,
-        )
+        with interruptible():
+            vae, _, _, history = train_vae(
+                flatten_and_scale(x_train),
+                flatten_and_scale(x_test),
+                num_epochs=args.num_epochs,
+                batch_size=args.batch_size,
+                mc_samples=args.mc_samples,
+                latent_dim=args.latent_dim,
+                intermediate_dim=args.intermediate_dim,
+                learning_rate=args.learning_rate,
+                seed=args.seed,
+                verbose=0 if args.quiet else 1,
+            )
         seconds = time.perf_counter() - start
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
+        parser.exit(interrupt.exit_code, f"{parser.prog}: interrupted by {interrupt.signal_name} while training; "
+                    f"nothing written to {output_dir}\n")  # fmt: skip
     history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
     print(
         f"train negative ELBO {history['loss'][-1]:.2f} nats, "
