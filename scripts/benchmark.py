@@ -800,10 +800,10 @@ def main(argv=None):
         print(f"{args.output} is current")
         return 0
     from mnist_data import MNISTError, load_mnist
-    from outputs import check_output_dir
+    from outputs import check_output_file
 
     try:
-        check_output_dir(pathlib.Path(args.output).parent, [pathlib.Path(args.output).name])  # before the work
+        check_output_file(args.output)  # before the work
         (x_train, _), _ = load_mnist()
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import fingerprint  # noqa: E402
 import provenance  # noqa: E402
 from mnist_data import MNISTError  # noqa: E402
+from outputs import check_output_file  # noqa: E402
 
 TABLE_DIR = REPO_ROOT / "results" / "iwae"
 RECORD_PATH = TABLE_DIR / "experiments.json"
@@ -388,7 +389,7 @@ def main(argv=None):
     if todo is None:
         return 0
     try:  # before the work: the record's folder can take it
-        provenance.check_output_dir(pathlib.Path(args.output).parent, [pathlib.Path(args.output).name])
+        check_output_file(args.output)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
 

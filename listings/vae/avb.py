@@ -89,8 +89,7 @@ def main(argv=None):
             history = fit_vae(vae, x_train, epochs=args.epochs, mc_samples=args.mc_samples, binarize=True,
                               seed=args.seed, verbose=0 if args.quiet else 1)  # fmt: skip
     except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
-        parser.exit(interrupt.exit_code, f"{parser.prog}: interrupted by {interrupt.signal_name} while training; "
-                    f"nothing written to {output_dir}\n")  # fmt: skip
+        parser.exit(interrupt.exit_code, f"{parser.prog}: {interrupt.message(output_dir)}\n")
     x_binary = (np.random.default_rng(args.seed + 1).random(x_test.shape) < x_test).astype("float32")
     terms = elbo_terms(vae, x_binary, mc_samples=args.mc_samples, seed=args.seed)
     for name, values in terms.items():

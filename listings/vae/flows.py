@@ -295,8 +295,7 @@ def main(argv=None):
             history = fit_vae(vae, x_train, epochs=args.epochs, batch_size=20, binarize=True, seed=args.seed,
                               verbose=0 if args.quiet else 1)  # fmt: skip
     except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
-        parser.exit(interrupt.exit_code, f"{parser.prog}: interrupted by {interrupt.signal_name} while training; "
-                    f"nothing written to {output_dir}\n")  # fmt: skip
+        parser.exit(interrupt.exit_code, f"{parser.prog}: {interrupt.message(output_dir)}\n")
     seconds = time.perf_counter() - start
     log_px = log_likelihood(vae, x_test, "bernoulli", args.num_samples, seed=args.seed, verbose=0 if args.quiet else 1)
     history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched

@@ -33,7 +33,7 @@ from flows import FlowKL  # noqa: E402
 from kl_divergence import MonteCarloKL  # noqa: E402
 from likelihoods import negative_log_likelihood  # noqa: E402
 from mnist_data import MNISTError, binarize_once, flatten_and_scale, load_mnist  # noqa: E402
-from outputs import check_output_dir, load_saved_model, write_atomically  # noqa: E402
+from outputs import check_output_file, load_saved_model, write_atomically  # noqa: E402
 from variational_autoencoder import check_positive_int, check_positive_ints  # noqa: E402
 
 
@@ -157,7 +157,7 @@ def main(argv=None):
         if args.num_examples is not None:
             check_positive_int("num_examples", args.num_examples)
         if args.output:  # before the work: a folder that can take the file
-            check_output_dir(pathlib.Path(args.output).parent, [pathlib.Path(args.output).name])
+            check_output_file(args.output)
         vae = load_vae(args.model)
         _, (x_test, _) = load_mnist(args.mnist_dir)
         x = binarize_once(flatten_and_scale(x_test[: args.num_examples]), args.binarization_seed)

@@ -55,11 +55,23 @@ def check_output_dir(path, files=()):
     return path
 
 
+def check_output_file(path):
+    """``path`` as a Path after checking its folder can take it (`check_output_dir`)."""
+    path = pathlib.Path(path)
+    check_output_dir(path.parent, [path.name])
+    return path
+
+
+def partial_path(path):
+    """Where ``path`` is written before it is renamed into place: the same folder, so the rename is atomic."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
 def write_atomically(path, write):
     """``write(partial)`` beside ``path``, then renamed over it: the file appears whole or not at all."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # same folder: the rename is atomic
+    partial = partial_path(path)
     try:
         write(partial)
         os.replace(partial, path)
@@ -76,7 +88,7 @@ def save_run(output_dir, vae, history):
         output_dir / "vae.keras": vae.save,
         output_dir / "history.json": lambda path: path.write_text(json.dumps(history, indent=2) + "\n"),
     }
-    partials = {path: path.with_name(f".{path.stem}.partial{path.suffix}") for path in files}
+    partials = {path: partial_path(path) for path in files}
     try:
         for path, write in files.items():  # every file in full first: a full disk fails here, before any rename
             write(partials[path])
@@ -94,6 +106,9 @@ class Interrupted(Exception):
     def __init__(self, signum):
         super().__init__(signal.Signals(signum).name)
         self.signal_name, self.exit_code = signal.Signals(signum).name, 128 + signum
+
+    def message(self, output_dir):
+        return f"interrupted by {self.signal_name} while training; nothing written to {output_dir}"
 
 
 @contextlib.contextmanager

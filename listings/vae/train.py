@@ -309,8 +309,7 @@ def main(argv=None):
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
-        parser.exit(interrupt.exit_code, f"{parser.prog}: interrupted by {interrupt.signal_name} while training; "
-                    f"nothing written to {output_dir}\n")  # fmt: skip
+        parser.exit(interrupt.exit_code, f"{parser.prog}: {interrupt.message(output_dir)}\n")
     history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
     print(
         f"train negative ELBO {history['loss'][-1]:.2f} nats, "
