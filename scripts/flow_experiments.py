@@ -151,7 +151,7 @@ def toy(settings, output_dir):
             for num_flows in lengths:
                 name = f"{target}-{flow}-{num_flows}"
                 flow_model, results["kl"][name] = fit_and_score(target, flow, num_flows)
-                flow_model.save(output_dir / "toy" / f"{name}.keras")
+                provenance.write_atomically(output_dir / "toy" / f"{name}.keras", flow_model.save)
                 cell = results["kl"][name]
                 print(f"  {name}: KL {cell['kl']:.3f} ± {cell['stderr']:.3f} nats, {cell['train_seconds']:.0f} s")
     longest = max(settings["flows"]["planar"])

@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import fingerprint  # noqa: E402
 import provenance  # noqa: E402
 from mnist_data import MNISTError  # noqa: E402
-from outputs import check_output_file  # noqa: E402
+from outputs import ModelFileError, check_output_file  # noqa: E402
 
 TABLE_DIR = REPO_ROOT / "results" / "iwae"
 RECORD_PATH = TABLE_DIR / "experiments.json"
@@ -151,11 +151,15 @@ def stale_parts(record, inputs, table_dir, parts=PARTS):
 
 def load_row(table_dir, row):
     """A trained row of the table: a composed model, which takes any number of samples."""
-    import keras
-
     import training  # noqa: F401 (registers the composed model's layers)
+    from outputs import load_saved_model
 
-    return keras.saving.load_model(pathlib.Path(table_dir) / row / "vae.keras", safe_mode=True)
+    return load_saved_model(pathlib.Path(table_dir) / row / "vae.keras", "a row trained by train_iwae_table.py")
+
+
+def rows_read(part_settings):
+    """The trained rows of the table one part reads."""
+    return [*part_settings.get("rows", []), *([part_settings["row"]] if "row" in part_settings else [])]
 
 
 def fresh_vae(objective):
@@ -383,7 +387,7 @@ def main(argv=None):
         inputs = data_inputs(settings, args.table_dir)
         record = provenance.read_record(args.output)
         stale = stale_parts(record, inputs, args.table_dir, chosen)
-    except (MNISTError, provenance.RecordError) as error:
+    except (MNISTError, provenance.RecordError, ModelFileError) as error:  # a corrupt row fails its fingerprint
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     todo = provenance.names_to_run(parser, args, chosen, stale, args.output, nothing="nothing to measure")
     if todo is None:
@@ -401,13 +405,22 @@ def main(argv=None):
 
     if record is None or record.get("inputs") != inputs:
         record, todo = {"settings": settings}, list(PARTS)  # other data, rows or settings: one record, all afresh
+    try:  # before the work: every trained row the parts read loads
+        for row in sorted({row for name in todo for row in rows_read(settings[name])}):
+            load_row(args.table_dir, row)
+    except ModelFileError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     for name in todo:
         print(f"{name} ...", flush=True)
         start = time.perf_counter()
         if args.quick and name not in TIMING_PARTS:  # the fingerprint's own run: its numbers are cached
             record[name] = fingerprint_of(name, args.table_dir, run=True)
         else:
-            record[name] = run_part(name, settings, args.table_dir)
+            try:
+                with provenance.interruptible():
+                    record[name] = run_part(name, settings, args.table_dir)
+            except provenance.Interrupted as interrupt:  # the record is written once, at the end
+                provenance.exit_interrupted(parser, interrupt, f"measuring {name}", args.output)
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
         commit = fingerprint.git_commit()
         record.setdefault("fingerprint", {})[name] = fingerprint_of(name, args.table_dir)

@@ -20,7 +20,14 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT / "listings" / "vae") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
 
-from outputs import ModelFileError, check_output_dir, write_atomically  # noqa: E402  (shared with the listings)
+from outputs import (  # noqa: E402,F401 (shared with the listings)
+    Interrupted,
+    ModelFileError,
+    check_output_dir,
+    interruptible,
+    write_atomically,
+    write_together,
+)
 
 
 def file_sha256(path):
@@ -141,28 +148,49 @@ def names_to_run(parser, args, names, stale, where, nothing="nothing to run"):
     return todo
 
 
+def exit_interrupted(parser, interrupt, doing, unwritten):
+    """End a script that SIGINT or SIGTERM stopped with one line and exit 130 or 143 (no traceback)."""
+    parser.exit(interrupt.exit_code, f"{parser.prog}: interrupted by {interrupt.signal_name} while {doing}; "
+                f"{unwritten} not written, and every file written before is whole\n")  # fmt: skip
+
+
+def record_writer(record):
+    """A writer of ``record`` as JSON (for `write_together`); a record that cannot be serialised fails here."""
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    return lambda partial: partial.write_text(text)
+
+
 def write_record(record_path, record):
     """``record`` as JSON at ``record_path``, atomically: an interrupted write leaves the old record whole."""
-    text = json.dumps(record, indent=2, sort_keys=True) + "\n"  # a record that cannot be serialised fails here
-    write_atomically(record_path, lambda partial: partial.write_text(text))
+    write_atomically(record_path, record_writer(record))
 
 
-def save_model(vae, path):
-    """``vae`` saved without its optimiser's state (a third of the size), atomically: a clone with its weights."""
+def model_writer(vae):
+    """A writer of ``vae`` without its optimiser's state (a third of the size): a clone with its weights."""
     import keras
 
     config = keras.saving.serialize_keras_object(vae)
     config.pop("compile_config", None)  # no optimiser to save
     fresh = keras.saving.deserialize_keras_object(config)
     fresh.set_weights(vae.get_weights())
-    write_atomically(path, fresh.save)
+    return fresh.save
+
+
+def arrays_writer(arrays):
+    """A writer of NumPy arrays by name as one compressed ``.npz``."""
+    import numpy as np
+
+    return lambda partial: np.savez_compressed(partial, **arrays)
+
+
+def save_model(vae, path):
+    """``vae`` without its optimiser's state, written atomically (`model_writer`)."""
+    write_atomically(path, model_writer(vae))
 
 
 def save_arrays(path, arrays):
     """NumPy arrays by name in one compressed ``.npz``, written atomically."""
-    import numpy as np
-
-    write_atomically(path, lambda partial: np.savez_compressed(partial, **arrays))
+    write_atomically(path, arrays_writer(arrays))
 
 
 def paired_differences(per_image, reference):
@@ -362,12 +390,15 @@ def run_experiments(module, argv=None):
         print(f"{part} ...", flush=True)
         start = time.perf_counter()
         try:
-            if args.quick and part not in timing_parts:  # the fingerprint's own run: its numbers are cached
-                results = fingerprint_run(script, part, tiny[part], run_part, output_dir, probe=probes.get(part))
-            else:
-                results = run_part(part, settings[part], output_dir)
-        except MNISTError as error:
+            with interruptible():
+                if args.quick and part not in timing_parts:  # the fingerprint's own run: its numbers are cached
+                    results = fingerprint_run(script, part, tiny[part], run_part, output_dir, probe=probes.get(part))
+                else:
+                    results = run_part(part, settings[part], output_dir)
+        except (MNISTError, ModelFileError) as error:
             parser.exit(2, f"{parser.prog}: error: {error}\n")
+        except Interrupted as interrupt:
+            exit_interrupted(parser, interrupt, f"running {part}", f"{output_dir / f'{part}.json'}")
         commit = fingerprint.git_commit()
         record = {
             "settings": settings[part],

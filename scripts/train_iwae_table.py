@@ -119,12 +119,14 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
 
     s = {**IWAE_DEFAULTS, **settings}
     row_dir = output_dir / row
-    provenance.save_model(vae, row_dir / "vae.keras")  # no optimiser state in the repository
-    # Every image's estimate, so that rows are compared on the same test images (paired differences).
-    provenance.save_arrays(row_dir / "log_px.npz", {"log_px": log_px, "monte_carlo_stderr": stderr})
     history = {key: [round(float(v), 4) for v in values] for key, values in history.items()}
     text = json.dumps(history, indent=2) + "\n"
-    provenance.write_atomically(row_dir / "history.json", lambda partial: partial.write_text(text))
+    provenance.write_together({  # the row's three files change together or not at all
+        row_dir / "vae.keras": provenance.model_writer(vae),  # no optimiser state in the repository
+        # Every image's estimate, so that rows are compared on the same test images (paired differences).
+        row_dir / "log_px.npz": provenance.arrays_writer({"log_px": log_px, "monte_carlo_stderr": stderr}),
+        row_dir / "history.json": lambda partial: partial.write_text(text),
+    })  # fmt: skip
     steady = timer.seconds[1:] or timer.seconds
     return {
         "settings": s,
@@ -228,7 +230,11 @@ def main(argv=None):
         if args.quick:  # the fingerprint's own run: its numbers are cached
             result = fingerprint_of(row, output_dir)
         else:
-            result = run_row(row, args.stages, output_dir, 1 if sys.stdout.isatty() else 2, evaluation)
+            try:
+                with provenance.interruptible():
+                    result = run_row(row, args.stages, output_dir, 1 if sys.stdout.isatty() else 2, evaluation)
+            except provenance.Interrupted as interrupt:
+                provenance.exit_interrupted(parser, interrupt, f"training {row}", f"{output_dir / row}'s files")
         commit = fingerprint.git_commit()
         table["rows"][row] = {**result, "inputs": inputs[row], "fingerprint": fingerprint_of(row), "commit": commit,
                               "fingerprint_commit": commit}  # fmt: skip

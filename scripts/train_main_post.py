@@ -162,13 +162,7 @@ def run(settings, output_dir, inputs, verbose):
 
     final = final_estimates(vae, encoder, x_train, x_test, settings["seed"])
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # Each file is written beside its final name and renamed over it: a run that fails never leaves half a file.
-    provenance.write_atomically(output_dir / "vae.keras", vae.save)
     history = {key: [round(float(v), 4) for v in values] for key, values in history.items()}
-    provenance.write_atomically(
-        output_dir / "history.json", lambda partial: partial.write_text(json.dumps(history, indent=2) + "\n")
-    )
     steady = timer.seconds[1:] or timer.seconds
     record = {
         "settings": settings,
@@ -193,7 +187,12 @@ def run(settings, output_dir, inputs, verbose):
         "commit": fingerprint.git_commit(),
         "fingerprint_commit": fingerprint.git_commit(),
     }
-    provenance.write_record(output_dir / RECORD_NAME, record)
+    # The model, its history and its record, written together: a failure while writing leaves the earlier three.
+    provenance.write_together({
+        output_dir / "vae.keras": vae.save,
+        output_dir / "history.json": lambda partial: partial.write_text(json.dumps(history, indent=2) + "\n"),
+        output_dir / RECORD_NAME: provenance.record_writer(record),
+    })  # fmt: skip
     return record
 
 
@@ -232,7 +231,11 @@ def main(argv=None):
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(f"training ({', '.join(stale[RECORD_NAME]) or 'as asked'}) ...", flush=True)
-    record = run(settings, output_dir, inputs, verbose=1 if sys.stdout.isatty() else 2)
+    try:
+        with provenance.interruptible():
+            record = run(settings, output_dir, inputs, verbose=1 if sys.stdout.isatty() else 2)
+    except provenance.Interrupted as interrupt:
+        provenance.exit_interrupted(parser, interrupt, "training", f"{output_dir}'s model, history and record")
     print(
         f"train negative ELBO {record['train_negative_elbo']:.2f} nats, "
         f"test negative ELBO {record['test_negative_elbo']:.2f} nats, "

@@ -14,8 +14,14 @@ import pytest
 from conftest import REPO_ROOT
 
 BACKENDS = ("jax", "torch")
-# The composed VAE, its training and the likelihoods' maths; the experiment scripts and records are TensorFlow's.
-CORE_TESTS = ["tests/test_compose.py", "tests/test_training.py", "tests/test_likelihoods.py"]
+# The composed VAE, its training, checkpoints and resume, and the likelihoods' maths; the experiment scripts and
+# records are TensorFlow's.
+CORE_TESTS = [
+    "tests/test_compose.py",
+    "tests/test_training.py",
+    "tests/test_checkpoints.py",
+    "tests/test_likelihoods.py",
+]
 
 
 def run_under(backend, args, timeout=900):

@@ -25,6 +25,7 @@ PROGRAMS = [
     "listings/vae/kl_divergence.py",
     "listings/vae/discriminator.py",
     "listings/vae/outputs.py",
+    "listings/vae/checkpoints.py",
     "listings/vae/avb.py",
     "listings/vae/flows.py",
     "listings/vae/iaf.py",
@@ -221,6 +222,8 @@ BAD_INPUTS = [
     ),
     ("scripts/composition_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
     ("scripts/composition_experiments.py", ["--parts", "vae"], SUBSET, ["unknown parts", "iaf_iwae_cb"]),
+    ("listings/vae/checkpoints.py", ["/nonexistent.npz"], {}, ["No checkpoint", "/nonexistent.npz"]),
+    ("listings/vae/train.py", ["--checkpoint-every", "-1"], SUBSET, ["--checkpoint-every", "integer >= 1"]),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -280,6 +283,8 @@ BAD_INPUT_IDS = [
     "plot-likelihoods-missing-results",
     "composition-experiments-quick-over-committed",
     "composition-experiments-unknown-part",
+    "checkpoints-missing-file",
+    "train-checkpoint-every-negative",
 ]
 # Programs that write files get an --output-dir of their own.
 WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py")

@@ -69,6 +69,25 @@ def test_a_trainer_refuses_an_unusable_output_folder_before_the_work(trainer, fa
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
 
 
+def test_a_folder_the_user_cannot_write_is_refused(tmp_path):
+    """A read-only folder, as a user without the right to write there sees it: root may write anywhere, so
+    as root the check runs as ``nobody`` (``setpriv``); otherwise the folder's own mode stops the user."""
+    import shutil
+    import tempfile
+
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="vae-read-only-", dir="/tmp"))  # /tmp: every user reaches it
+    try:
+        folder.chmod(0o555)
+        command = [sys.executable, "listings/vae/outputs.py", "--output-dir", folder / "out"]
+        if os.geteuid() == 0:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert_one_line_error(result, f"Output folder {folder / 'out'} is not writable", "Permission denied")
+        assert list(folder.iterdir()) == []
+    finally:
+        shutil.rmtree(folder)
+
+
 @pytest.mark.parametrize("trainer", TRAINERS)
 def test_a_history_that_is_a_folder_is_refused_before_the_model_is_replaced(trainer, tmp_path, monkeypatch, capsys):
     files = earlier_outputs(tmp_path / "out")
@@ -345,30 +364,38 @@ def test_a_record_script_refuses_an_unusable_output_before_the_work(script, tmp_
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_run_ends_with_one_line_and_the_earlier_outputs(signum, tmp_path):
-    """Ctrl-C or a kill while train.py trains: exit 130 or 143, one line, the earlier model and history whole."""
+# An interrupted training CLI (checkpoint written, earlier outputs byte for byte, --resume): test_checkpoints.py.
+
+
+# The record scripts: (program, the function that does the work, arguments given an output folder).
+SCRIPTS_AT_WORK = {
+    "train-main-post": ("scripts/train_main_post.py", "run", ["--output-dir", "{out}"]),
+    "iwae-table": ("scripts/train_iwae_table.py", "run_row", ["--output-dir", "{out}", "--rows", "vae-k1"]),
+    "mc-samples": ("scripts/mc_samples_experiments.py", "run_part", ["--output", "{out}/e.json", "--parts", "cost"]),
+    "flow-experiments": ("scripts/flow_experiments.py", "run_part", ["--output-dir", "{out}", "--parts", "cost"]),
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS_AT_WORK)
+def test_a_record_script_interrupted_at_work_ends_with_one_line(script, tmp_path, monkeypatch, capsys):
+    """SIGINT while a script trains or measures: exit 130, one line saying what was not written, nothing half
+    written (the work itself is replaced by a signal to this process)."""
+    import importlib
+
     from conftest import MNIST_SUBSET_DIR
 
-    files = earlier_outputs(tmp_path / "out")
-    process = subprocess.Popen(
-        [sys.executable, "listings/vae/train.py", "--num-epochs", "1000", "--output-dir", tmp_path / "out"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "MNIST_DIR": str(MNIST_SUBSET_DIR), "PYTHONDONTWRITEBYTECODE": "1"},
-    )  # fmt: skip
-    for line in process.stdout:  # the progress bar: training has begun
-        if "Epoch 2/" in line:
-            break
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signum, stderr[-2000:]
-    from test_cli import TENSORFLOW_BANNER
+    program, work, args = SCRIPTS_AT_WORK[script]
+    module = importlib.import_module(pathlib.Path(program).stem)
 
-    lines = [line for line in stderr.strip().splitlines() if not TENSORFLOW_BANNER.match(line)]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-2000:]
-    assert f"interrupted by {signal.Signals(signum).name} while training" in lines[0]
-    assert_untouched(tmp_path / "out", files)
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(module, work, interrupted)
+    args = [arg.replace("{out}", str(tmp_path / "out")) for arg in args]
+    result = run_main_in_process(program, args, {"MNIST_DIR": str(MNIST_SUBSET_DIR)}, monkeypatch, capsys)
+    assert result.returncode == 130
+    assert_one_line_error(result, "interrupted by SIGINT while", "not written", "every file written before is whole")
+    assert [path for path in tmp_path.rglob("*") if path.is_file()] == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -381,3 +408,41 @@ def test_interruptible_raises_inside_the_block_and_restores_the_handlers_after(s
         pytest.fail("no Interrupted")
     assert caught.value.exit_code == 128 + signum and caught.value.signal_name == signal.Signals(signum).name
     assert signal.getsignal(signum) is before
+
+
+# ---------------------------------------------------------------------------
+# Trained models a script reads, corrupt: refused in one line before the work
+# ---------------------------------------------------------------------------
+
+
+def test_mc_samples_experiments_refuses_a_corrupt_row_before_the_work(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from conftest import MNIST_SUBSET_DIR
+
+    for row in ("vae-k1", "vae-k50", "iwae-k50"):
+        (tmp_path / row).mkdir()
+        shutil.copy(REPO_ROOT / "results" / "iwae" / row / "vae.keras", tmp_path / row / "vae.keras")
+    (tmp_path / "iwae-k50" / "vae.keras").write_bytes(CORRUPT["truncated"])
+    args = ["--table-dir", tmp_path, "--output", tmp_path / "out" / "experiments.json", "--parts", "bounds"]
+    result = run_main_in_process("scripts/mc_samples_experiments.py", args, {"MNIST_DIR": str(MNIST_SUBSET_DIR)},
+                                 monkeypatch, capsys)  # fmt: skip
+    assert_one_line_error(result, "Could not load", "iwae-k50", "a row trained by train_iwae_table.py")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_composition_experiment_loads_its_reference_model_before_training(tmp_path, monkeypatch):
+    import composition_experiments
+    import outputs
+
+    (tmp_path / "reference.keras").write_bytes(CORRUPT["random"])
+    monkeypatch.setattr(composition_experiments, "REFERENCE_MODEL", tmp_path / "reference.keras")
+    import likelihood_experiments
+
+    def data_first(settings):
+        raise AssertionError("the data were loaded, and the model would be trained, before the reference model")
+
+    monkeypatch.setattr(likelihood_experiments, "dequantised_mnist", data_first)
+    settings = {**composition_experiments.SETTINGS["iaf_iwae_cb"], "num_test": 100}
+    with pytest.raises(outputs.ModelFileError, match="Could not load .*reference.keras as the likelihoods post"):
+        composition_experiments.iaf_iwae_cb(settings, tmp_path)

@@ -109,13 +109,13 @@ def test_the_mnist_claims_of_the_post_hold():
 
 def test_the_cost_claims_of_the_post_hold():
     """32 planar flows cost well over twice the flowless model; four IAF steps about what eight planar flows do
-    (within 30%); and the inversion the post names as timing noise is in the record."""
+    (within 30%); and the post calls neighbouring rows' differences timing noise (models timed one after
+    another, not interleaved), claiming no order among them."""
     cost = {name: row["seconds_per_epoch"] for name, row in record("cost")["results"].items() if name != "batch_size"}
     assert cost["planar-32"] > 2 * cost["planar-0"]
     assert abs(cost["iaf-4"] - cost["planar-8"]) < 0.3 * cost["planar-8"]
-    assert cost["planar-2"] > cost["planar-8"]
     text = " ".join((REPO_ROOT / "posts" / "normalizing-flows-in-keras.rst").read_text().split())
-    assert "the model with two planar flows came out slower than the one with eight" in text
+    assert "Differences of a few seconds between neighbouring rows are within the noise of timing" in text
 
 
 def test_the_2d_iaf_claims_of_the_post_hold():

@@ -190,7 +190,9 @@ def test_the_iwae_post_claims_only_what_the_paired_differences_and_the_grid_supp
     """More samples lower the test NLL for both objectives; the IWAE's lead at S = 5 and 50 is several times
     the gap between the two S = 1 rows (one function, two runs: the run-to-run noise), which the post calls
     within the noise. The grid: at a fixed number of steps more samples always helped, and a batch of 500
-    beat 25 samples at the same product; at a fixed time five samples paid off only at batch size 20."""
+    beat 25 samples at the same product; at a fixed time one sample led five and five led 25 at batch sizes
+    100 and 500, and at batch size 20 five samples and one ended within a few nats (within the noise of one
+    run per cell on a machine whose speed varies, so the post claims no order)."""
     table = json.loads((REPO_ROOT / "results" / "iwae" / "table.json").read_text())["paired"]
     run_noise = abs(table["iwae-k1_vs_vae-k1"]["difference"])
     for name in ("vae-k5_vs_vae-k1", "vae-k50_vs_vae-k1", "iwae-k5_vs_iwae-k1", "iwae-k50_vs_iwae-k1"):
@@ -205,11 +207,13 @@ def test_the_iwae_post_claims_only_what_the_paired_differences_and_the_grid_supp
         nll = [steps[f"b{batch}-s{s}"]["test_negative_elbo"] for s in (1, 5, 25)]
         assert nll[0] > nll[1] > nll[2], batch
     assert steps["b500-s1"]["test_negative_elbo"] < steps["b20-s25"]["test_negative_elbo"]
-    paid = {
-        b: timed[f"b{b}-s5"]["test_negative_elbo"] < timed[f"b{b}-s1"]["test_negative_elbo"] for b in (20, 100, 500)
-    }
-    assert paid == {20: True, 100: False, 500: False}, paid
-    assert "Only at batch size 20" in text
+    for batch in (100, 500):
+        nll = [timed[f"b{batch}-s{s}"]["test_negative_elbo"] for s in (1, 5, 25)]
+        assert nll[0] < nll[1] < nll[2], batch
+    b20 = {s: timed[f"b20-s{s}"]["test_negative_elbo"] for s in (1, 5, 25)}
+    assert abs(b20[5] - b20[1]) < 5 and max(b20[1], b20[5]) < b20[25], b20
+    assert "ended within a few nats of it" in text and "within the noise of this grid" in text
+    assert "pay for themselves" not in text
 
 
 def test_the_performance_verdicts_say_within_noise_where_the_ranges_overlap():

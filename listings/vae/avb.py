@@ -27,6 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
+from checkpoints import Checkpoint, add_options, settings_of  # noqa: E402
 from discriminator import BroadcastToSamples  # noqa: E402
 from variational_autoencoder import check_positive_int, check_positive_ints, hidden_name  # noqa: E402
 
@@ -62,6 +63,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--output-dir", default="avb_output", help="where to write (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(parser)  # --resume, --checkpoint-every
     args = parser.parse_args(argv)
 
     from compose import check_parts, compose_vae
@@ -76,7 +78,8 @@ def main(argv=None):
             check_positive_int("num_train", args.num_train)
         if args.divergence == "adaptive_contrast" and args.mc_samples < 2:
             raise ValueError(f"adaptive_contrast needs --mc-samples >= 2. Received: {args.mc_samples}")
-        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
+        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json", "checkpoint.npz"])
+        checkpoint = Checkpoint(output_dir / "checkpoint.npz", settings_of(args), args.checkpoint_every, args.resume)
         (x_train, _), (x_test, _) = load_mnist()
     except (ValueError, MNISTError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -87,9 +90,9 @@ def main(argv=None):
     try:
         with interruptible():
             history = fit_vae(vae, x_train, epochs=args.epochs, mc_samples=args.mc_samples, binarize=True,
-                              seed=args.seed, verbose=0 if args.quiet else 1)  # fmt: skip
-    except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
-        parser.exit(interrupt.exit_code, f"{parser.prog}: {interrupt.message(output_dir)}\n")
+                              seed=args.seed, verbose=0 if args.quiet else 1, checkpoint=checkpoint)  # fmt: skip
+    except Interrupted as interrupt:  # the latest epoch's checkpoint written; the earlier outputs as they were
+        parser.exit(interrupt.exit_code, f"{parser.prog}: {checkpoint.on_interrupt(interrupt)}\n")
     x_binary = (np.random.default_rng(args.seed + 1).random(x_test.shape) < x_test).astype("float32")
     terms = elbo_terms(vae, x_binary, mc_samples=args.mc_samples, seed=args.seed)
     for name, values in terms.items():
@@ -97,6 +100,7 @@ def main(argv=None):
     rate = "rate_exact" if "rate_exact" in terms else "rate"
     print(f"test negative ELBO (with {rate}): {(terms['distortion'] + terms[rate]).mean():.2f} nats")
     history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
+    checkpoint.remove()  # the run is complete
     print(f"wrote {output_dir / 'vae.keras'} and {output_dir / 'history.json'}")
     return 0
 

@@ -40,6 +40,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+from checkpoints import Checkpoint, add_options, settings_of  # noqa: E402
 from iaf import InverseAutoregressiveFlow, check_finite, check_z_shape  # noqa: E402
 from kl_divergence import MonteCarloKL  # noqa: E402
 from variational_autoencoder import PACKAGE, check_positive_int, check_positive_ints  # noqa: E402
@@ -267,6 +268,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--output-dir", default="flow_output", help="where to write (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(parser)  # --resume, --checkpoint-every
     args = parser.parse_args(argv)
 
     from compose import compose_vae
@@ -280,7 +282,8 @@ def main(argv=None):
         check_positive_ints(epochs=args.epochs, num_samples=args.num_samples, num_test=args.num_test)
         if args.num_train is not None:
             check_positive_int("num_train", args.num_train)
-        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
+        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json", "checkpoint.npz"])
+        checkpoint = Checkpoint(output_dir / "checkpoint.npz", settings_of(args), args.checkpoint_every, args.resume)
         (x_train, _), (x_test, _) = load_mnist()
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
@@ -293,16 +296,18 @@ def main(argv=None):
     try:
         with interruptible():
             history = fit_vae(vae, x_train, epochs=args.epochs, batch_size=20, binarize=True, seed=args.seed,
-                              verbose=0 if args.quiet else 1)  # fmt: skip
-    except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
-        parser.exit(interrupt.exit_code, f"{parser.prog}: {interrupt.message(output_dir)}\n")
+                              verbose=0 if args.quiet else 1, checkpoint=checkpoint)  # fmt: skip
+    except Interrupted as interrupt:  # the latest epoch's checkpoint written; the earlier outputs as they were
+        parser.exit(interrupt.exit_code, f"{parser.prog}: {checkpoint.on_interrupt(interrupt)}\n")
     seconds = time.perf_counter() - start
     log_px = log_likelihood(vae, x_test, "bernoulli", args.num_samples, seed=args.seed, verbose=0 if args.quiet else 1)
     history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
+    checkpoint.remove()  # the run is complete
     print(
         f"{args.flow} flow, {args.num_flows} steps: train negative ELBO {history['loss'][-1]:.2f} nats, "
         f"test log-likelihood {log_px.mean():.2f} nats (M = {args.num_samples} importance samples, "
-        f"{len(log_px)} images), {seconds / len(history['loss']):.1f} s per epoch; saved to {output_dir}"
+        f"{len(log_px)} images), {seconds / max(1, args.epochs - checkpoint.first_epoch):.1f} s per epoch; "
+        f"saved to {output_dir}"
     )
     return 0
 

@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from checkpoints import Checkpoint, add_options  # noqa: E402
 from compose import compose_vae  # noqa: E402
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
 from objectives import OBJECTIVES, check_objective  # noqa: E402
@@ -104,13 +105,13 @@ def paper_schedule(stages, steps_per_epoch, learning_rate=1e-3):
 
 
 # [start train-iwae]
-def train_iwae(x_train, x_test=None, verbose=1, callbacks=None, **settings):
+def train_iwae(x_train, x_test=None, verbose=1, callbacks=None, checkpoint=None, **settings):
     """Fit an `iwae_vae` on MNIST grey levels with the paper's schedule; ``(vae, history)``.
 
     ``settings`` override `IWAE_DEFAULTS`. Training pixels are binarised
     afresh every time they are seen (``binarize=True``); the test set, if
     given, once, and its negative bound with the same ``k`` is recorded
-    every epoch as ``val_loss``.
+    every epoch as ``val_loss``. ``checkpoint``: see `training.fit_vae`.
     """
     unknown = set(settings) - set(IWAE_DEFAULTS)
     if unknown:
@@ -126,7 +127,7 @@ def train_iwae(x_train, x_test=None, verbose=1, callbacks=None, **settings):
         x_test = (rng.random(x_test.shape, dtype="float32") < x_test).astype("float32")
     history = fit_vae(
         vae, x_train, "bernoulli", s["objective"], epochs=num_epochs, batch_size=batch_size, mc_samples=k,
-        binarize=True, seed=s["seed"], verbose=verbose, callbacks=callbacks, validation_x=x_test,
+        binarize=True, seed=s["seed"], verbose=verbose, callbacks=callbacks, validation_x=x_test, checkpoint=checkpoint,
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=s["adam_epsilon"]),
     )  # fmt: skip
     return vae, history
@@ -155,6 +156,7 @@ def main(argv=None):
     )
     parser.add_argument("--output-dir", default="iwae_output", help="where to write (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(parser)  # --resume, --checkpoint-every
     args = parser.parse_args(argv)
     if args.paper_schedule and args.stages is not None:
         parser.exit(2, f"{parser.prog}: error: give --stages or --paper-schedule, not both\n")
@@ -167,22 +169,26 @@ def main(argv=None):
     }
     try:
         check_positive_ints(k=settings["k"], stages=settings["stages"], batch_size=settings["batch_size"])
-        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
+        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json", "checkpoint.npz"])
+        checkpoint = Checkpoint(output_dir / "checkpoint.npz", settings, args.checkpoint_every, args.resume)
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)
         start = time.perf_counter()
         with interruptible():
             vae, history = train_iwae(
-                flatten_and_scale(x_train), flatten_and_scale(x_test), verbose=0 if args.quiet else 1, **settings
-            )
+                flatten_and_scale(x_train), flatten_and_scale(x_test), verbose=0 if args.quiet else 1,
+                checkpoint=checkpoint, **settings,
+            )  # fmt: skip
         seconds = time.perf_counter() - start
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
-        parser.exit(interrupt.exit_code, f"{parser.prog}: {interrupt.message(output_dir)}\n")
+    except Interrupted as interrupt:  # the latest epoch's checkpoint written; the earlier outputs as they were
+        parser.exit(interrupt.exit_code, f"{parser.prog}: {checkpoint.on_interrupt(interrupt)}\n")
     history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
+    checkpoint.remove()  # the run is complete
     print(
         f"train negative {args.objective} (k = {args.k}) {history['loss'][-1]:.2f} nats, "
-        f"test {history['val_loss'][-1]:.2f} nats, {seconds / len(history['loss']):.1f} s per epoch; "
+        f"test {history['val_loss'][-1]:.2f} nats, "
+        f"{seconds / max(1, len(history['loss']) - checkpoint.first_epoch):.1f} s per epoch; "
         f"saved to {output_dir}"
     )
     return 0

@@ -20,8 +20,9 @@ foreign file into one `ModelFileError` line naming it.
 
 While a run works, `interruptible` turns SIGINT (Ctrl-C) and SIGTERM into
 `Interrupted`, so that a CLI can end with one line and the exit status a
-shell expects (130, 143) instead of a traceback; nothing has been written by
-then, so the earlier outputs are as they were.
+shell expects (130, 143) instead of a traceback, after writing the latest
+checkpoint (`checkpoints.Checkpoint.on_interrupt`); the outputs of an
+earlier run are as they were.
 
 Run ``python outputs.py --output-dir some/folder`` to check a folder.
 """
@@ -67,36 +68,38 @@ def partial_path(path):
     return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
-def write_atomically(path, write):
-    """``write(partial)`` beside ``path``, then renamed over it: the file appears whole or not at all."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(path)
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+def write_together(files):
+    """``{path: write}``: every ``write(partial)`` beside its path first, then every partial renamed over its path.
 
-
-def save_run(output_dir, vae, history):
-    """``vae.keras`` and ``history.json`` (losses per epoch, as floats) in ``output_dir``, written together."""
-    output_dir = check_output_dir(output_dir, ["vae.keras", "history.json"])
-    output_dir.mkdir(parents=True, exist_ok=True)
-    history = {key: [float(value) for value in values] for key, values in history.items()}
-    files = {
-        output_dir / "vae.keras": vae.save,
-        output_dir / "history.json": lambda path: path.write_text(json.dumps(history, indent=2) + "\n"),
-    }
-    partials = {path: partial_path(path) for path in files}
+    A failure while writing (a full disk, a kill) leaves every earlier file as it was; the renames that
+    follow take microseconds, so files that belong together (a model, its history, its record) change
+    together.
+    """
+    partials = {pathlib.Path(path): partial_path(pathlib.Path(path)) for path in files}
     try:
-        for path, write in files.items():  # every file in full first: a full disk fails here, before any rename
-            write(partials[path])
+        for (path, write), partial in zip(files.items(), partials.values(), strict=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(partial)
         for path, partial in partials.items():
             os.replace(partial, path)
     finally:
         for partial in partials.values():
             partial.unlink(missing_ok=True)
+
+
+def write_atomically(path, write):
+    """``write(partial)`` beside ``path``, then renamed over it: the file appears whole or not at all."""
+    write_together({path: write})
+
+
+def save_run(output_dir, vae, history):
+    """``vae.keras`` and ``history.json`` (losses per epoch, as floats) in ``output_dir``, written together."""
+    output_dir = check_output_dir(output_dir, ["vae.keras", "history.json"])
+    history = {key: [float(value) for value in values] for key, values in history.items()}
+    write_together({
+        output_dir / "vae.keras": vae.save,
+        output_dir / "history.json": lambda path: path.write_text(json.dumps(history, indent=2) + "\n"),
+    })  # fmt: skip
     return history
 
 
@@ -106,9 +109,6 @@ class Interrupted(Exception):
     def __init__(self, signum):
         super().__init__(signal.Signals(signum).name)
         self.signal_name, self.exit_code = signal.Signals(signum).name, 128 + signum
-
-    def message(self, output_dir):
-        return f"interrupted by {self.signal_name} while training; nothing written to {output_dir}"
 
 
 @contextlib.contextmanager

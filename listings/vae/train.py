@@ -4,7 +4,9 @@ The defaults are the settings of the post "Implementing Variational
 Autoencoders in Keras: Beyond the Quickstart Tutorial". Writes, in
 ``--output-dir``: ``vae.keras`` (the whole model, reloadable with
 ``safe_mode=True``) and ``history.json`` (train and test negative ELBO per
-epoch, in nats per example).
+epoch, in nats per example). While it trains, ``checkpoint.npz`` holds the
+run's state after its latest epoch: Ctrl-C or SIGTERM writes it and stops,
+``--resume`` goes on from it to the weights an uninterrupted run ends with.
 """
 
 import argparse
@@ -18,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from checkpoints import Checkpoint, add_options, settings_of  # noqa: E402
 from mnist_data import MNISTError, binarize_once, check_intensities, flatten_and_scale, load_mnist  # noqa: E402
 from outputs import Interrupted, check_output_dir, interruptible, save_run  # noqa: E402
 from variational_autoencoder import (  # noqa: E402
@@ -158,6 +161,7 @@ def train_vae(
     dynamic_binarization=True,
     verbose=1,
     callbacks=None,
+    checkpoint=None,
 ):
     """Fit the VAE; return ``(vae, encoder, decoder, history)``.
 
@@ -168,6 +172,9 @@ def train_vae(
     ``mc_samples`` draws of ``eps`` per example; the model itself takes any
     number. ``seed`` seeds the weights and, through `random_streams`, the
     batches, the noise and the binarisations, each from a stream of its own.
+    ``checkpoint``: a `checkpoints.Checkpoint` that saves the run at the end
+    of its epochs (the streams' generators with it) and, when resuming,
+    restores it first; the history is then the whole run's.
     """
     check_positive_int("num_epochs", num_epochs)
     keras.utils.set_random_seed(seed)
@@ -207,15 +214,20 @@ def train_vae(
             shuffle=False,
             seed=streams["test_batches"],
         )
+    initial_epoch = 0
+    if checkpoint is not None:  # go on from its state (restored as fit begins), and save it every epoch
+        initial_epoch = checkpoint.attach(vae, {name: streams[name] for name in ("train_batches", "test_batches")})
+        callbacks = [*(callbacks or []), checkpoint]
     history = vae.fit(
         train_batches,
         epochs=num_epochs,
+        initial_epoch=initial_epoch,
         shuffle=False,  # the dataset reshuffles itself every epoch
         validation_data=test_batches,
         verbose=verbose,
         callbacks=callbacks,
     )
-    return vae, encoder, decoder, history.history
+    return vae, encoder, decoder, history.history if checkpoint is None else checkpoint.history
 
 
 # [end fit]
@@ -274,6 +286,7 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="vae_output",
                         help="where to write vae.keras and history.json (default: %(default)s)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_options(parser)  # --resume, --checkpoint-every
     return parser, parser.parse_args(argv)
 
 
@@ -289,32 +302,29 @@ def main(argv=None):
         )
         if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
             raise ValueError(f"Expected `learning_rate` to be a finite number > 0. Received: {args.learning_rate}")
-        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json"])  # before the work
+        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json", "checkpoint.npz"])
+        checkpoint = Checkpoint(output_dir / "checkpoint.npz", settings_of(args), args.checkpoint_every, args.resume)
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)
         start = time.perf_counter()
         with interruptible():
             vae, _, _, history = train_vae(
                 flatten_and_scale(x_train),
                 flatten_and_scale(x_test),
-                num_epochs=args.num_epochs,
-                batch_size=args.batch_size,
-                mc_samples=args.mc_samples,
-                latent_dim=args.latent_dim,
-                intermediate_dim=args.intermediate_dim,
-                learning_rate=args.learning_rate,
-                seed=args.seed,
                 verbose=0 if args.quiet else 1,
+                checkpoint=checkpoint,
+                **{name: getattr(args, name) for name, _, _ in OPTIONS},  # the settings the options override
             )
         seconds = time.perf_counter() - start
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except Interrupted as interrupt:  # nothing written yet: the earlier outputs are as they were
-        parser.exit(interrupt.exit_code, f"{parser.prog}: {interrupt.message(output_dir)}\n")
+    except Interrupted as interrupt:  # the latest epoch's checkpoint written; the earlier outputs as they were
+        parser.exit(interrupt.exit_code, f"{parser.prog}: {checkpoint.on_interrupt(interrupt)}\n")
     history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
+    checkpoint.remove()  # the run is complete
     print(
         f"train negative ELBO {history['loss'][-1]:.2f} nats, "
         f"test negative ELBO {history['val_loss'][-1]:.2f} nats, "
-        f"{seconds / args.num_epochs:.1f} s per epoch; saved to {output_dir}"
+        f"{seconds / max(1, args.num_epochs - checkpoint.first_epoch):.1f} s per epoch; saved to {output_dir}"
     )
     return 0
 

@@ -132,7 +132,7 @@ class MonteCarloBatches(keras.utils.PyDataset):
 # [start fit]
 def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_size=100, mc_samples=1,
             learning_rate=1e-3, binarize=False, dequantize=False, seed=0, verbose=1, callbacks=None,
-            optimizer=None, validation_x=None, y=None):  # fmt: skip
+            optimizer=None, validation_x=None, y=None, checkpoint=None):  # fmt: skip
     """Compile ``vae`` (from `compose_vae`) with minus its objective and train it; return the history dict.
 
     The loss is ``NegativeObjective(objective, likelihood)``, in nats per
@@ -147,6 +147,9 @@ def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_s
     history also holds ``val_loss``, the same loss on it after every epoch.
     ``y``: targets other than ``x`` (a model of ``y`` given ``x``,
     ``decoder="linear"``), checked against the likelihood's support.
+    ``checkpoint``: a `checkpoints.Checkpoint` that saves the run at the end
+    of its epochs and, when resuming, restores it first (then the history
+    returned is the whole run's).
     """
     check_parts("gaussian", "monte_carlo", likelihood, objective)
     check_positive_ints(epochs=epochs)
@@ -179,7 +182,13 @@ def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_s
         jit_compile=not torch,
         steps_per_execution=1 if torch else 10,
     )
-    return vae.fit(batches, epochs=epochs, validation_data=validation, verbose=verbose, callbacks=callbacks).history
+    initial_epoch = 0
+    if checkpoint is not None:  # go on from its state (restored as fit begins), and save it every epoch
+        initial_epoch = checkpoint.attach(vae, {"batches": batches, "validation": validation})
+        callbacks = [*(callbacks or []), checkpoint]
+    history = vae.fit(batches, epochs=epochs, validation_data=validation, verbose=verbose, callbacks=callbacks,
+                      initial_epoch=initial_epoch).history  # fmt: skip
+    return history if checkpoint is None else checkpoint.history
 
 
 # [end fit]
