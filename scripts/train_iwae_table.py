@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import fingerprint  # noqa: E402
 import provenance  # noqa: E402
 from mnist_data import MNISTError  # noqa: E402
+from outputs import add_checkpoint_options  # noqa: E402
 
 OUTPUT_DIR = REPO_ROOT / "results" / "iwae"
 RECORD_NAME = "table.json"
@@ -91,7 +92,7 @@ def fingerprint_of(row, output_dir=None):
     return provenance.part_fingerprint("iwae", row, FINGERPRINT, run)
 
 
-def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
+def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION, checkpoint=None):
     import keras
     import numpy as np
     import tensorflow as tf
@@ -107,7 +108,7 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
     settings = row_settings(row, stages)
     timer = make_epoch_timer()
     start = time.perf_counter()
-    vae, history = train_iwae(x_train, x_test, verbose=verbose, callbacks=[timer], **settings)
+    vae, history = train_iwae(x_train, x_test, verbose=verbose, callbacks=[timer], checkpoint=checkpoint, **settings)
     train_seconds = time.perf_counter() - start
 
     x_eval = binarize_once(x_test[: evaluation["num_examples"]], evaluation["binarization_seed"])
@@ -127,6 +128,11 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
         row_dir / "log_px.npz": provenance.arrays_writer({"log_px": log_px, "monte_carlo_stderr": stderr}),
         row_dir / "history.json": lambda partial: partial.write_text(text),
     })  # fmt: skip
+    resumed = {}
+    if checkpoint is not None:
+        checkpoint.remove()  # the row is complete
+        if checkpoint.first_epoch:
+            resumed = {"resumed": f"after epoch {checkpoint.first_epoch}; the times are this session's epochs"}
     steady = timer.seconds[1:] or timer.seconds
     return {
         "settings": s,
@@ -137,7 +143,8 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION):
         "paper_test_nll": PAPER_TEST_NLL[row],
         "final_train_negative_bound": history["loss"][-1],
         "final_test_negative_bound": history["val_loss"][-1],
-        "num_epochs": len(timer.seconds),
+        "num_epochs": len(history["loss"]),
+        **resumed,
         "train_wall_time_seconds": train_seconds,
         "train_wall_time_minutes": train_seconds / 60,
         "seconds_per_epoch": float(np.median(steady)),
@@ -179,6 +186,7 @@ def main(argv=None):
     parser.add_argument(
         "--print-fingerprint", action="store_true", help="compute today's fingerprints afresh (no cache); print them"
     )
+    add_checkpoint_options(parser)  # --resume (the rows an interrupted run left a checkpoint of), --checkpoint-every
     args = parser.parse_args(argv)
     rows = [row.strip() for row in args.rows.split(",") if row.strip()]
     unknown = [row for row in rows if row not in ROWS]
@@ -221,8 +229,17 @@ def main(argv=None):
         if table.get("paired", {}) != paired_comparisons(output_dir):
             parser.exit(1, f"{parser.prog}: stale: the paired comparisons do not match the rows' log_px.npz\n")
         return 0
-    try:  # before the work: a folder that can take the table and its rows
+    try:  # before the work: a folder that can take the table and its rows, and the rows' checkpoints
         provenance.check_output_dir(output_dir, [RECORD_NAME])
+        from checkpoints import Checkpoint
+        from importance_weighted import IWAE_DEFAULTS
+
+        checkpoints = {
+            row: Checkpoint(output_dir / row / "checkpoint.npz", {**IWAE_DEFAULTS, **row_settings(row, args.stages)},
+                            args.checkpoint_every,
+                            resume=args.resume and (output_dir / row / "checkpoint.npz").is_file())
+            for row in ([] if args.quick else todo or [])
+        }  # fmt: skip
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     for row in todo or []:
@@ -232,9 +249,10 @@ def main(argv=None):
         else:
             try:
                 with provenance.interruptible():
-                    result = run_row(row, args.stages, output_dir, 1 if sys.stdout.isatty() else 2, evaluation)
-            except provenance.Interrupted as interrupt:
-                provenance.exit_interrupted(parser, interrupt, f"training {row}", f"{output_dir / row}'s files")
+                    result = run_row(row, args.stages, output_dir, 1 if sys.stdout.isatty() else 2, evaluation,
+                                     checkpoints[row])  # fmt: skip
+            except provenance.Interrupted as interrupt:  # the row's checkpoint written: --resume goes on from it
+                parser.exit(interrupt.exit_code, f"{parser.prog}: {row}: {checkpoints[row].on_interrupt(interrupt)}\n")
         commit = fingerprint.git_commit()
         table["rows"][row] = {**result, "inputs": inputs[row], "fingerprint": fingerprint_of(row), "commit": commit,
                               "fingerprint_commit": commit}  # fmt: skip

@@ -203,6 +203,24 @@ def test_a_trainer_refuses_a_checkpoint_it_cannot_continue(trainer, fault, tmp_p
     assert_untouched(tmp_path / "out", files)
 
 
+@pytest.mark.parametrize("fault", ["fresh-run-over-checkpoint", "other-settings", "checkpoint-every-0"])
+def test_the_iwae_table_refuses_a_row_checkpoint_it_cannot_continue(fault, tmp_path, monkeypatch, capsys):
+    """The table's rows checkpoint as the training CLIs do; ``--resume`` goes on with the rows that have one."""
+    from conftest import MNIST_SUBSET_DIR
+
+    args, content, fragments = CHECKPOINT_FAULTS[fault]
+    files = {}
+    if content == "other-settings":
+        (tmp_path / "out" / "vae-k1").mkdir(parents=True)
+        files["checkpoint.npz"] = a_checkpoint(tmp_path / "out" / "vae-k1" / "checkpoint.npz", {"seed": 12345})
+    args = [*args, "--rows", "vae-k1", "--output-dir", tmp_path / "out"]
+    env = {"MNIST_DIR": str(MNIST_SUBSET_DIR)}
+    result = run_main_in_process("scripts/train_iwae_table.py", args, env, monkeypatch, capsys)
+    assert_one_line_error(result, *fragments)
+    if files:
+        assert_untouched(tmp_path / "out" / "vae-k1", files)
+
+
 def test_the_checkpoint_cli_describes_a_checkpoint(tmp_path):
     a_checkpoint(tmp_path / "c.npz", {"seed": 0})
     result = run_python([REPO_ROOT / "listings" / "vae" / "checkpoints.py", tmp_path / "c.npz"])

@@ -27,8 +27,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from checkpoints import Checkpoint, add_options, settings_of  # noqa: E402
+from checkpoints import Checkpoint  # noqa: E402
 from discriminator import BroadcastToSamples  # noqa: E402
+from outputs import add_checkpoint_options  # noqa: E402
 from variational_autoencoder import check_positive_int, check_positive_ints, hidden_name  # noqa: E402
 
 
@@ -63,12 +64,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--output-dir", default="avb_output", help="where to write (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_options(parser)  # --resume, --checkpoint-every
+    add_checkpoint_options(parser)  # --resume, --checkpoint-every
     args = parser.parse_args(argv)
 
     from compose import check_parts, compose_vae
     from mnist_data import MNISTError, flatten_and_scale, load_mnist
-    from outputs import Interrupted, check_output_dir, interruptible, save_run
+    from outputs import Interrupted, check_output_dir, interruptible, save_run, settings_of
     from training import elbo_terms, fit_vae
 
     try:

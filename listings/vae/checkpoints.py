@@ -225,23 +225,6 @@ def read_checkpoint(path, settings=None):
     return snapshot
 
 
-# Arguments that do not change what a run computes: where it reads and writes, how it reports, its checkpoints.
-NOT_SETTINGS = ("mnist_dir", "output_dir", "quiet", "resume", "checkpoint_every")
-
-
-def settings_of(args):
-    """A CLI's parsed arguments less `NOT_SETTINGS`: what a checkpoint must agree with to be continued."""
-    return {key: value for key, value in vars(args).items() if key not in NOT_SETTINGS}
-
-
-def add_options(parser):
-    """``--resume`` and ``--checkpoint-every``, the same in every training CLI."""
-    parser.add_argument("--resume", action="store_true",
-                        help="go on from the checkpoint an interrupted run left in the output folder")  # fmt: skip
-    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
-                        help="epochs between checkpoints, also written on Ctrl-C or SIGTERM (default: 1)")  # fmt: skip
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("path", help="a checkpoint file (.npz) a training CLI wrote")

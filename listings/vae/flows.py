@@ -40,9 +40,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
-from checkpoints import Checkpoint, add_options, settings_of  # noqa: E402
+from checkpoints import Checkpoint  # noqa: E402
 from iaf import InverseAutoregressiveFlow, check_finite, check_z_shape  # noqa: E402
 from kl_divergence import MonteCarloKL  # noqa: E402
+from outputs import add_checkpoint_options  # noqa: E402
 from variational_autoencoder import PACKAGE, check_positive_int, check_positive_ints  # noqa: E402
 
 FLOWS = ("planar", "iaf")
@@ -268,13 +269,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     parser.add_argument("--output-dir", default="flow_output", help="where to write (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_options(parser)  # --resume, --checkpoint-every
+    add_checkpoint_options(parser)  # --resume, --checkpoint-every
     args = parser.parse_args(argv)
 
     from compose import compose_vae
     from log_likelihood import log_likelihood
     from mnist_data import MNISTError, flatten_and_scale, load_mnist
-    from outputs import Interrupted, check_output_dir, interruptible, save_run
+    from outputs import Interrupted, check_output_dir, interruptible, save_run, settings_of
     from training import fit_vae
 
     try:

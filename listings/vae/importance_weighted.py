@@ -27,11 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from checkpoints import Checkpoint, add_options  # noqa: E402
+from checkpoints import Checkpoint  # noqa: E402
 from compose import compose_vae  # noqa: E402
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
 from objectives import OBJECTIVES, check_objective  # noqa: E402
-from outputs import Interrupted, check_output_dir, interruptible, save_run  # noqa: E402
+from outputs import Interrupted, add_checkpoint_options, check_output_dir, interruptible, save_run  # noqa: E402
 from training import fit_vae  # noqa: E402
 from variational_autoencoder import check_positive_int, check_positive_ints  # noqa: E402
 
@@ -156,7 +156,7 @@ def main(argv=None):
     )
     parser.add_argument("--output-dir", default="iwae_output", help="where to write (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_options(parser)  # --resume, --checkpoint-every
+    add_checkpoint_options(parser)  # --resume, --checkpoint-every
     args = parser.parse_args(argv)
     if args.paper_schedule and args.stages is not None:
         parser.exit(2, f"{parser.prog}: error: give --stages or --paper-schedule, not both\n")

@@ -77,7 +77,7 @@ def write_together(files):
     """
     partials = {pathlib.Path(path): partial_path(pathlib.Path(path)) for path in files}
     try:
-        for (path, write), partial in zip(files.items(), partials.values(), strict=True):
+        for (path, partial), write in zip(partials.items(), files.values(), strict=True):
             path.parent.mkdir(parents=True, exist_ok=True)
             write(partial)
         for path, partial in partials.items():
@@ -145,6 +145,23 @@ def load_saved_model(path, expected="a Keras model saved by these listings"):
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # noqa: BLE001 (any unreadable file gets the same one-line report)
         raise ModelFileError(f"Could not load {path} as {expected}: {type(error).__name__}") from None
+
+
+# Arguments that do not change what a run computes: where it reads and writes, how it reports, its checkpoints.
+NOT_SETTINGS = ("mnist_dir", "output_dir", "quiet", "resume", "checkpoint_every")
+
+
+def settings_of(args):
+    """A CLI's parsed arguments less `NOT_SETTINGS`: what a checkpoint must agree with to be continued."""
+    return {key: value for key, value in vars(args).items() if key not in NOT_SETTINGS}
+
+
+def add_checkpoint_options(parser):
+    """``--resume`` and ``--checkpoint-every`` (`checkpoints.Checkpoint`), the same in every training CLI."""
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the checkpoint an interrupted run left in the output folder")  # fmt: skip
+    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                        help="epochs between checkpoints, also written on Ctrl-C or SIGTERM (default: 1)")  # fmt: skip
 
 
 def main(argv=None):

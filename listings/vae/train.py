@@ -4,9 +4,8 @@ The defaults are the settings of the post "Implementing Variational
 Autoencoders in Keras: Beyond the Quickstart Tutorial". Writes, in
 ``--output-dir``: ``vae.keras`` (the whole model, reloadable with
 ``safe_mode=True``) and ``history.json`` (train and test negative ELBO per
-epoch, in nats per example). While it trains, ``checkpoint.npz`` holds the
-run's state after its latest epoch: Ctrl-C or SIGTERM writes it and stops,
-``--resume`` goes on from it to the weights an uninterrupted run ends with.
+epoch, in nats per example); while it trains, ``checkpoint.npz`` (see
+``--resume``).
 """
 
 import argparse
@@ -20,9 +19,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from checkpoints import Checkpoint, add_options, settings_of  # noqa: E402
+from checkpoints import Checkpoint  # noqa: E402
 from mnist_data import MNISTError, binarize_once, check_intensities, flatten_and_scale, load_mnist  # noqa: E402
-from outputs import Interrupted, check_output_dir, interruptible, save_run  # noqa: E402
+from outputs import (  # noqa: E402
+    Interrupted,
+    add_checkpoint_options,
+    check_output_dir,
+    interruptible,
+    save_run,
+    settings_of,
+)
 from variational_autoencoder import (  # noqa: E402
     BernoulliNegativeLogLikelihood,
     build_vae,
@@ -42,8 +48,7 @@ DEFAULTS = {
     "activation": "relu",
     "learning_rate": 1e-3,
     "seed": 0,
-    # The training core: compile the step with XLA and run several steps per
-    # call, so that Python overhead does not dominate a small model.
+    # The training core: XLA-compiled steps, several per call (Python overhead would dominate a small model).
     "jit_compile": True,
     "steps_per_execution": 50,
 }
@@ -102,9 +107,8 @@ def monte_carlo_batches(x, batch_size, mc_samples, latent_dim, binarize=True, sh
         latent_dim: dimension of ``z``.
         binarize: resample binary pixels every time an example is seen.
         shuffle: reshuffle the examples every epoch.
-        seed: an integer seed of a new generator, a ``tf.random.Generator``
-            to draw from (one of `random_streams`), or None (a different
-            stream every run).
+        seed: an integer seed, a ``tf.random.Generator`` to draw from (one of
+            `random_streams`), or None (a different stream every run).
     """
     import tensorflow as tf  # only for tf.data, which can feed every Keras backend
 
@@ -172,9 +176,7 @@ def train_vae(
     ``mc_samples`` draws of ``eps`` per example; the model itself takes any
     number. ``seed`` seeds the weights and, through `random_streams`, the
     batches, the noise and the binarisations, each from a stream of its own.
-    ``checkpoint``: a `checkpoints.Checkpoint` that saves the run at the end
-    of its epochs (the streams' generators with it) and, when resuming,
-    restores it first; the history is then the whole run's.
+    ``checkpoint``: a `checkpoints.Checkpoint` (saves every epoch, resumes).
     """
     check_positive_int("num_epochs", num_epochs)
     keras.utils.set_random_seed(seed)
@@ -286,7 +288,7 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="vae_output",
                         help="where to write vae.keras and history.json (default: %(default)s)")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_options(parser)  # --resume, --checkpoint-every
+    add_checkpoint_options(parser)  # --resume, --checkpoint-every
     return parser, parser.parse_args(argv)
 
 
