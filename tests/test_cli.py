@@ -51,6 +51,7 @@ PROGRAMS = [
     "scripts/likelihood_experiments.py",
     "scripts/plot_likelihoods.py",
     "scripts/composition_experiments.py",
+    "scripts/claims.py",
 ]
 # Imported by the scripts; no command line of their own.
 LIBRARY_MODULES = {
@@ -224,6 +225,7 @@ BAD_INPUTS = [
     ("scripts/composition_experiments.py", ["--parts", "vae"], SUBSET, ["unknown parts", "iaf_iwae_cb"]),
     ("listings/vae/checkpoints.py", ["/nonexistent.npz"], {}, ["No checkpoint", "/nonexistent.npz"]),
     ("listings/vae/train.py", ["--checkpoint-every", "-1"], SUBSET, ["--checkpoint-every", "integer >= 1"]),
+    ("scripts/claims.py", ["--claims", "/nonexistent.toml"], {}, ["Could not read", "/nonexistent.toml"]),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -285,6 +287,7 @@ BAD_INPUT_IDS = [
     "composition-experiments-unknown-part",
     "checkpoints-missing-file",
     "train-checkpoint-every-negative",
+    "claims-missing-file",
 ]
 # Programs that write files get an --output-dir of their own.
 WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py")
