@@ -73,6 +73,24 @@ def exact_log_ratio_model(vae):
     return score
 
 
+def log_weight_model(vae, likelihood="bernoulli"):
+    """``[x, eps] -> log w`` per sample: ``log p(x|z) + log p(z) - log q(z|x)``, one compiled function.
+
+    The graph of `exact_log_ratio_model` with the likelihood on top, so that
+    the whole batch of ``M`` draws per image is one call, XLA-compiled where
+    the backend can (``jit_compile="auto"``: JAX and TensorFlow).
+    """
+    x, eps = vae.inputs[:2]
+    terms = density_terms(vae)
+    scorer = keras.Model([x, eps], {"parameters": vae.get_layer("parameters").output, **terms})
+    outputs = scorer([x, eps])
+    estimator = FlowKL() if "log_det" in terms else MonteCarloKL()
+    log_w = -negative_log_likelihood(likelihood, x, outputs["parameters"]) - estimator.kl_terms(outputs)
+    model = keras.Model([x, eps], log_w, name="log_weights")
+    model.compile(jit_compile="auto")
+    return model
+
+
 def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=10, seed=0, verbose=0,
                    return_stderr=False):  # fmt: skip
     """Importance-sampled ``log p(x)`` per image, in nats, from ``M = num_samples`` draws of ``eps``.
@@ -82,16 +100,17 @@ def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=
     samples: below ``log p(x)`` in expectation, and tighter as ``M`` grows
     (Burda, Grosse & Salakhutdinov 2015). The log weights are the ones the
     IWAE objective reduces, on a batch of ``M`` draws per image, so nothing
-    is rebuilt, whatever ``S`` the model trained with; their log-mean-exp is
-    taken in ``float64``. It needs ``log q(z|x)`` at every sample, which any
-    posterior with a density has (see `exact_log_ratio_model`).
+    is rebuilt, whatever ``S`` the model trained with (one compiled call per
+    batch, `log_weight_model`); their log-mean-exp is taken in ``float64``.
+    It needs ``log q(z|x)`` at every sample, which any posterior with a
+    density has (see `exact_log_ratio_model`).
 
     With ``return_stderr``, returns ``(log_px, stderr)``: ``stderr`` is the
     Monte Carlo standard error of each estimate by the delta method,
     ``sqrt(Var(w) / (M mean(w)**2))`` (``nan`` for ``M = 1``).
     """
     check_positive_ints(num_samples=num_samples, batch_size=batch_size)
-    score = exact_log_ratio_model(vae)
+    log_weights = log_weight_model(vae, likelihood)
     x = np.asarray(x, dtype="float32")
     log_px, stderr = np.empty(len(x)), np.full(len(x), np.nan)
     progress = keras.utils.Progbar(len(x), unit_name="image", verbose=verbose)
@@ -100,9 +119,7 @@ def log_likelihood(vae, x, likelihood="bernoulli", num_samples=1000, batch_size=
         rows = slice(start, start + len(x_batch))
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(start,)))
         eps = rng.standard_normal((len(x_batch), num_samples, vae.inputs[1].shape[-1]), dtype="float32")
-        parameters, log_ratio, _ = score(x_batch, eps)
-        log_w = -negative_log_likelihood(likelihood, x_batch, parameters) + log_ratio
-        log_w = keras.ops.convert_to_numpy(log_w).astype("float64")
+        log_w = keras.ops.convert_to_numpy(log_weights.predict_on_batch([x_batch, eps])).astype("float64")
         peak = log_w.max(axis=-1, keepdims=True)
         log_px[rows] = peak[:, 0] + np.log(np.mean(np.exp(log_w - peak), axis=-1))
         if num_samples > 1:  # w / mean(w), each at most M: no overflow
