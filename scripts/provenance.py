@@ -341,6 +341,9 @@ def run_experiments(module, argv=None):
     parser.add_argument(
         "--print-fingerprint", action="store_true", help="compute today's fingerprints afresh (no cache); print them"
     )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="train from this seed instead (another --output-dir; scripts/seeds.py)"
+    )
     args = parser.parse_args(argv)
     script = default_dir.name  # the fingerprint cache's name for these records: avb, flows, ...
     chosen = [part.strip() for part in args.parts.split(",") if part.strip()]
@@ -351,6 +354,12 @@ def run_experiments(module, argv=None):
     if args.quick and output_dir.resolve() == default_dir.resolve():
         parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
     settings = tiny if args.quick else module.SETTINGS
+    if args.seed is not None:  # another training seed of the same experiment, beside the committed records
+        seedless = [part for part in chosen if "seed" not in module.SETTINGS[part] or part in timing_parts]
+        if args.quick or output_dir.resolve() == default_dir.resolve() or seedless:
+            parser.exit(2, f"{parser.prog}: error: --seed needs an --output-dir other than the committed records, "
+                        f"no --quick, and parts with a seed (not {seedless})\n")  # fmt: skip
+        settings = {part: {**value, "seed": args.seed} for part, value in settings.items()}
 
     def fingerprint_of(part):
         return part_fingerprint(script, part, tiny[part], run_part, part in timing_parts, probe=probes.get(part))

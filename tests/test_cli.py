@@ -52,6 +52,7 @@ PROGRAMS = [
     "scripts/plot_likelihoods.py",
     "scripts/composition_experiments.py",
     "scripts/claims.py",
+    "scripts/seeds.py",
 ]
 # Imported by the scripts; no command line of their own.
 LIBRARY_MODULES = {
@@ -226,6 +227,19 @@ BAD_INPUTS = [
     ("listings/vae/checkpoints.py", ["/nonexistent.npz"], {}, ["No checkpoint", "/nonexistent.npz"]),
     ("listings/vae/train.py", ["--checkpoint-every", "-1"], SUBSET, ["--checkpoint-every", "integer >= 1"]),
     ("scripts/claims.py", ["--claims", "/nonexistent.toml"], {}, ["Could not read", "/nonexistent.toml"]),
+    ("scripts/seeds.py", ["--studies", "vae"], {}, ["unknown studies", "iwae"]),
+    (
+        "scripts/likelihood_experiments.py",
+        ["--parts", "classification", "--seed", "1"],
+        {},
+        ["--seed needs an --output-dir"],
+    ),
+    (
+        "scripts/flow_experiments.py",
+        ["--parts", "cost", "--seed", "1", "--output-dir", "x"],
+        {},
+        ["parts with a seed", "cost"],
+    ),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -288,6 +302,9 @@ BAD_INPUT_IDS = [
     "checkpoints-missing-file",
     "train-checkpoint-every-negative",
     "claims-missing-file",
+    "seeds-unknown-study",
+    "likelihood-experiments-seed-over-committed",
+    "flow-experiments-seed-of-timing-part",
 ]
 # Programs that write files get an --output-dir of their own.
 WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py")
