@@ -62,8 +62,9 @@ COMPARISONS = [("iwae-k1", "vae-k1"), ("iwae-k5", "vae-k5"), ("iwae-k50", "vae-k
 EVALUATION = {"num_samples": 5000, "num_examples": 10000, "binarization_seed": 1, "seed": 0, "batch_size": 10}
 
 
-def row_settings(row, stages):
-    return {**ROWS[row], "stages": stages}
+def row_settings(row, stages, seed=0):
+    """A row's settings; a seed other than the default 0 (the committed table's) joins them."""
+    return {**ROWS[row], "stages": stages, **({"seed": seed} if seed else {})}
 
 
 # The fingerprint of a row (fingerprint.py): its own training and evaluation, for the first stage (one
@@ -71,9 +72,9 @@ def row_settings(row, stages):
 FINGERPRINT = {"stages": 1, "evaluation": {**EVALUATION, "num_samples": 20, "num_examples": 100}}
 
 
-def data_inputs(row, stages, evaluation=EVALUATION):
+def data_inputs(row, stages, evaluation=EVALUATION, seed=0):
     """What a row depends on besides the behaviour of the code: its settings and the data."""
-    settings = {"row": row_settings(row, stages), "evaluation": evaluation}
+    settings = {"row": row_settings(row, stages, seed), "evaluation": evaluation}
     return provenance.input_hashes(provenance.mnist_data_files(), settings)
 
 
@@ -92,7 +93,7 @@ def fingerprint_of(row, output_dir=None):
     return provenance.part_fingerprint("iwae", row, FINGERPRINT, run)
 
 
-def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION, checkpoint=None):
+def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION, checkpoint=None, seed=0):
     import keras
     import numpy as np
     import tensorflow as tf
@@ -105,7 +106,7 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION, checkpoint=
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)
-    settings = row_settings(row, stages)
+    settings = row_settings(row, stages, seed)
     timer = make_epoch_timer()
     start = time.perf_counter()
     vae, history = train_iwae(x_train, x_test, verbose=verbose, callbacks=[timer], checkpoint=checkpoint, **settings)
@@ -178,6 +179,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all six)")
     parser.add_argument("--stages", type=int, default=None, help="stages of the paper's schedule (default: 3)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed (default: 0, the committed table's; others elsewhere)"
+    )
     parser.add_argument("--paper-schedule", action="store_true", help="all 8 stages, 3,280 epochs, as in Burda et al.")
     parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where to write (default: results/iwae)")
     parser.add_argument("--if-stale", action="store_true", help="run only the rows whose inputs changed")
@@ -197,6 +201,9 @@ def main(argv=None):
     args.stages = 8 if args.paper_schedule else 3 if args.stages is None else args.stages
     if args.stages < 1:
         parser.exit(2, f"{parser.prog}: error: expected --stages >= 1, received {args.stages}\n")
+    if args.seed and (args.quick or pathlib.Path(args.output_dir).resolve() == OUTPUT_DIR.resolve()):
+        parser.exit(2, f"{parser.prog}: error: --seed {args.seed} needs an --output-dir other than the committed "
+                    "table's (seed 0), and no --quick\n")  # fmt: skip
     if args.quick and pathlib.Path(args.output_dir).resolve() == OUTPUT_DIR.resolve():
         parser.exit(2, f"{parser.prog}: error: --quick needs an --output-dir other than the committed results\n")
     evaluation = EVALUATION
@@ -213,7 +220,7 @@ def main(argv=None):
         print(json.dumps({row: fingerprint_of(row) for row in rows}, sort_keys=True))
         return 0
     try:
-        inputs = {row: data_inputs(row, args.stages, evaluation) for row in rows}
+        inputs = {row: data_inputs(row, args.stages, evaluation, args.seed) for row in rows}
         stale = {}
         for row in rows:
             recorded = table["rows"].get(row)
@@ -235,7 +242,8 @@ def main(argv=None):
         from importance_weighted import IWAE_DEFAULTS
 
         checkpoints = {
-            row: Checkpoint(output_dir / row / "checkpoint.npz", {**IWAE_DEFAULTS, **row_settings(row, args.stages)},
+            row: Checkpoint(output_dir / row / "checkpoint.npz",
+                            {**IWAE_DEFAULTS, **row_settings(row, args.stages, args.seed)},
                             args.checkpoint_every,
                             resume=args.resume and (output_dir / row / "checkpoint.npz").is_file())
             for row in ([] if args.quick else todo or [])
@@ -250,7 +258,7 @@ def main(argv=None):
             try:
                 with provenance.interruptible():
                     result = run_row(row, args.stages, output_dir, 1 if sys.stdout.isatty() else 2, evaluation,
-                                     checkpoints[row])  # fmt: skip
+                                     checkpoints[row], args.seed)  # fmt: skip
             except provenance.Interrupted as interrupt:  # the row's checkpoint written: --resume goes on from it
                 parser.exit(interrupt.exit_code, f"{parser.prog}: {row}: {checkpoints[row].on_interrupt(interrupt)}\n")
         commit = fingerprint.git_commit()
