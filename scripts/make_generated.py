@@ -41,6 +41,7 @@ STEPS = [
     ("likelihood_experiments", "make likelihoods"),
     ("plot_likelihoods", None),
     ("composition_experiments", "make composition"),
+    ("seeds", None),
 ]
 
 

@@ -100,6 +100,7 @@ def main(argv=None):
     parser.add_argument("--studies", default=",".join(STUDIES), help="comma-separated (default: all)")
     parser.add_argument("--output-dir", default=str(OUTPUT_DIR), help="where the seed folders and records are")
     parser.add_argument("--check", action="store_true", help="exit 1 when a study's record is stale")
+    parser.add_argument("--if-stale", action="store_true", help="write only stale records (what it always does)")
     args = parser.parse_args(argv)
     studies = [name.strip() for name in args.studies.split(",") if name.strip()]
     unknown = [name for name in studies if name not in STUDIES]
@@ -119,6 +120,7 @@ def main(argv=None):
                 stale.append(f"{study} (its seed records are gone)")
             continue
         if stored == record:
+            print(f"{path} is current")
             continue
         if args.check:
             stale.append(study)
