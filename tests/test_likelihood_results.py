@@ -18,6 +18,7 @@ import plot_likelihoods
 import provenance
 from conftest import (
     MNIST_SUBSET_DIR,
+    REPO_ROOT,
     assert_figures_current,
     assert_parts_current,
     assert_settings_recorded,
