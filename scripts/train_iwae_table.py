@@ -9,9 +9,18 @@ images (binarised once, seed 1). Writes, under ``--output-dir``:
 * ``<row>/vae.keras`` (weights, without optimiser state), ``<row>/history.json``
   and ``<row>/log_px.npz`` (every test image's estimate and its Monte Carlo
   standard error, for paired comparisons of rows on the same images);
+* ``<row>/checkpoint.npz``: the row's state after its last epoch (weights,
+  Adam's moments and step count, the data streams), from which a later run
+  with more ``--stages`` goes on instead of starting afresh, and to which an
+  interrupted run writes (``--resume``);
+* ``<row>/stages.json``: the test NLL at the end of every stage, K = 5000 on
+  the first 1,000 test images (the learning curves);
 * ``table.json``: per row the test negative log-likelihood with its standard
   errors, the final bounds, epochs, wall time, seconds per epoch, machine,
   versions and the SHA-256 of every input, next to the paper's number.
+
+``results/iwae`` is the 13-epoch table (three stages); ``results/iwae-long``
+the rows trained on, stage by stage, towards the paper's schedule.
 
 ``--rows iwae-k5`` (re)runs only the rows named; ``--if-stale`` only those
 whose inputs changed; ``--check`` exits 1 when any row is stale.
@@ -39,7 +48,12 @@ from mnist_data import MNISTError  # noqa: E402
 from outputs import add_checkpoint_options  # noqa: E402
 
 OUTPUT_DIR = REPO_ROOT / "results" / "iwae"
+LONG_DIR = REPO_ROOT / "results" / "iwae-long"  # the same rows trained further, stage by stage
 RECORD_NAME = "table.json"
+STATE_NAME = "checkpoint.npz"  # a row's state after its last epoch, or an interrupted run's
+STAGES_NAME = "stages.json"  # the test NLL at every stage's end
+CURVE_EXAMPLES = 1000  # test images scored at every stage's end (the first ones; all 10,000 at the last)
+LONG_STAGES = 5  # results/iwae-long's rows: stages i = 0..4 of the paper's eight, 121 epochs
 
 # Burda, Grosse & Salakhutdinov (2015), Table 1, MNIST, one stochastic layer:
 # test negative log-likelihood in nats, estimated with k = 5000.
@@ -65,6 +79,21 @@ EVALUATION = {"num_samples": 5000, "num_examples": 10000, "binarization_seed": 1
 def row_settings(row, stages, seed=0):
     """A row's settings; a seed other than the default 0 (the committed table's) joins them."""
     return {**ROWS[row], "stages": stages, **({"seed": seed} if seed else {})}
+
+
+def paper_epochs(stages):
+    """Epochs of the schedule's first ``stages`` stages: 1 + 3 + 9 + ... + 3**(stages - 1)."""
+    return (3**stages - 1) // 2
+
+
+def state_settings(row, seed=0):
+    """The settings a row's state belongs to: all of the run's but the stages, which a later run adds to
+    (the schedule's first stages are the same whatever the number of stages)."""
+    from importance_weighted import IWAE_DEFAULTS
+
+    settings = {**IWAE_DEFAULTS, **row_settings(row, 1, seed)}
+    del settings["stages"]
+    return settings
 
 
 # The fingerprint of a row (fingerprint.py): its own training and evaluation, for the first stage (one
@@ -102,17 +131,21 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION, checkpoint=
     from importance_weighted import IWAE_DEFAULTS, train_iwae
     from log_likelihood import log_likelihood, summarise
     from mnist_data import binarize_once, flatten_and_scale, load_mnist
+    from stage_scores import StageScores
     from train_main_post import describe_machine
 
     (x_train, _), (x_test, _) = load_mnist()
     x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)
+    x_eval = binarize_once(x_test[: evaluation["num_examples"]], evaluation["binarization_seed"])
     settings = row_settings(row, stages, seed)
     timer = make_epoch_timer()
+    stage_scores = StageScores(output_dir / row / STAGES_NAME, x_eval[:CURVE_EXAMPLES], stages, evaluation,
+                               first_epoch=0 if checkpoint is None else checkpoint.first_epoch)  # fmt: skip
     start = time.perf_counter()
-    vae, history = train_iwae(x_train, x_test, verbose=verbose, callbacks=[timer], checkpoint=checkpoint, **settings)
-    train_seconds = time.perf_counter() - start
+    vae, history = train_iwae(x_train, x_test, verbose=verbose, callbacks=[timer, stage_scores], checkpoint=checkpoint,
+                              **settings)  # fmt: skip
+    train_seconds = time.perf_counter() - start - stage_scores.seconds
 
-    x_eval = binarize_once(x_test[: evaluation["num_examples"]], evaluation["binarization_seed"])
     start = time.perf_counter()
     log_px, stderr = log_likelihood(vae, x_eval, "bernoulli", evaluation["num_samples"], evaluation["batch_size"],
                                     evaluation["seed"], verbose=verbose, return_stderr=True)  # fmt: skip
@@ -131,7 +164,7 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION, checkpoint=
     })  # fmt: skip
     resumed = {}
     if checkpoint is not None:
-        checkpoint.remove()  # the row is complete
+        checkpoint.write()  # the row's state after its last epoch: a run with more stages goes on from it
         if checkpoint.first_epoch:
             resumed = {"resumed": f"after epoch {checkpoint.first_epoch}; the times are this session's epochs"}
     steady = timer.seconds[1:] or timer.seconds
@@ -161,6 +194,53 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION, checkpoint=
     }
 
 
+def continuable_state(recorded, row, output_dir, evaluation, seed):
+    """Whether the state in ``<row>/checkpoint.npz`` is the end of the recorded, complete row (not an
+    interrupted run's), trained on today's inputs and code, so that a run with more stages goes on from it."""
+    if not recorded or "state" not in recorded or not (output_dir / row / STATE_NAME).is_file():
+        return False
+    earlier_inputs = data_inputs(row, recorded["settings"]["stages"], evaluation, seed)
+    return not provenance.stale_inputs(recorded, earlier_inputs) and not provenance.moved_behaviour(
+        recorded, fingerprint_of(row)
+    )
+
+
+def row_checkpoint(row, recorded, output_dir, args, evaluation):
+    """The row's `checkpoints.Checkpoint`: going on from its state with ``--resume`` (an interrupted run) or
+    when the row stands complete with fewer stages; ValueError (one line) when it cannot."""
+    from checkpoints import Checkpoint
+
+    path = output_dir / row / STATE_NAME
+    resume = path.is_file() and (args.resume or continuable_state(recorded, row, output_dir, evaluation, args.seed))
+    checkpoint = Checkpoint(path, state_settings(row, args.seed), args.checkpoint_every, resume=resume)
+    if checkpoint.epoch > paper_epochs(args.stages):
+        raise ValueError(f"{path} holds {checkpoint.epoch} epochs, more than the {paper_epochs(args.stages)} of "
+                         f"--stages {args.stages}. Expected --stages {stages_of(checkpoint.epoch)} or more")  # fmt: skip
+    return checkpoint
+
+
+def stages_of(epochs):
+    """The fewest stages whose schedule has at least ``epochs`` epochs."""
+    stages = 1
+    while paper_epochs(stages) < epochs:
+        stages += 1
+    return stages
+
+
+def row_state(row_dir):
+    """The record's note of a row's kept state and learning curve: ``{"state": {"epoch", "sha256"},
+    "stage_test_nll": {epochs: ...}}``, for the files that exist."""
+    from checkpoints import read_checkpoint
+
+    state = {}
+    if (row_dir / STATE_NAME).is_file():
+        state["state"] = {"epoch": read_checkpoint(row_dir / STATE_NAME)["epoch"],
+                          "sha256": provenance.file_sha256(row_dir / STATE_NAME)}  # fmt: skip
+    if (row_dir / STAGES_NAME).is_file():
+        state["stage_test_nll"] = json.loads((row_dir / STAGES_NAME).read_text())
+    return state
+
+
 def paired_comparisons(output_dir):
     """``{"row_vs_reference": {"difference", "stderr"}}`` of the test NLL, for every comparison whose two rows
     have their per-image estimates (``log_px.npz``) in ``output_dir``."""
@@ -178,7 +258,9 @@ def paired_comparisons(output_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all six)")
-    parser.add_argument("--stages", type=int, default=None, help="stages of the paper's schedule (default: 3)")
+    parser.add_argument(
+        "--stages", type=int, default=None, help="stages of the paper's schedule (default: 3; 5 in results/iwae-long)"
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="training seed (default: 0, the committed table's; others elsewhere)"
     )
@@ -198,7 +280,8 @@ def main(argv=None):
         parser.exit(2, f"{parser.prog}: error: unknown rows {unknown}; expected some of {', '.join(ROWS)}\n")
     if args.paper_schedule and args.stages is not None:
         parser.exit(2, f"{parser.prog}: error: give --stages or --paper-schedule, not both\n")
-    args.stages = 8 if args.paper_schedule else 3 if args.stages is None else args.stages
+    long_run = pathlib.Path(args.output_dir).resolve() == LONG_DIR.resolve()
+    args.stages = 8 if args.paper_schedule else (LONG_STAGES if long_run else 3) if args.stages is None else args.stages
     if args.stages < 1:
         parser.exit(2, f"{parser.prog}: error: expected --stages >= 1, received {args.stages}\n")
     if args.seed and (args.quick or pathlib.Path(args.output_dir).resolve() == OUTPUT_DIR.resolve()):
@@ -238,16 +321,8 @@ def main(argv=None):
         return 0
     try:  # before the work: a folder that can take the table and its rows, and the rows' checkpoints
         provenance.check_output_dir(output_dir, [RECORD_NAME])
-        from checkpoints import Checkpoint
-        from importance_weighted import IWAE_DEFAULTS
-
-        checkpoints = {
-            row: Checkpoint(output_dir / row / "checkpoint.npz",
-                            {**IWAE_DEFAULTS, **row_settings(row, args.stages, args.seed)},
-                            args.checkpoint_every,
-                            resume=args.resume and (output_dir / row / "checkpoint.npz").is_file())
-            for row in ([] if args.quick else todo or [])
-        }  # fmt: skip
+        checkpoints = {row: row_checkpoint(row, table["rows"].get(row), output_dir, args, evaluation)
+                       for row in ([] if args.quick else todo or [])}  # fmt: skip
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     for row in todo or []:
@@ -263,7 +338,7 @@ def main(argv=None):
                 parser.exit(interrupt.exit_code, f"{parser.prog}: {row}: {checkpoints[row].on_interrupt(interrupt)}\n")
         commit = fingerprint.git_commit()
         table["rows"][row] = {**result, "inputs": inputs[row], "fingerprint": fingerprint_of(row), "commit": commit,
-                              "fingerprint_commit": commit}  # fmt: skip
+                              "fingerprint_commit": commit, **row_state(output_dir / row)}  # fmt: skip
         table["paper"] = "Burda, Grosse & Salakhutdinov (2015), arXiv:1509.00519, Table 1"
         provenance.write_record(record_path, table)
         print(
