@@ -11,7 +11,8 @@ each with the SHA-256 of the inputs it came from:
   the same budget; test log-likelihood by importance sampling (K = 5000 draws
   of the flow posterior) on the 10,000 test images, and seconds per epoch;
 * ``cost.json``: seconds per training epoch of the same model for a range of
-  flow lengths, measured side by side in one run.
+  flow lengths, interleaved (every repeat times each length once, each run in
+  a fresh process), with each row's ratio to its neighbour repeat by repeat.
 
 ``--parts`` picks parts; ``--if-stale`` runs only the parts whose inputs
 changed; ``--check`` exits 1 when a record does not match its inputs;
@@ -64,9 +65,10 @@ SETTINGS = {
     },
     "cost": {
         "flows": {"planar": [0, 2, 8, 32], "iaf": [1, 2, 4]},
-        "num_train": 60000,
+        "num_train": 20000,  # a third of an epoch, timed and scaled to 60,000 images
         "stages": 2,
         "full_epoch_examples": 60000,
+        "repeats": 5,
         "seed": 0,
     },
 }
@@ -91,7 +93,7 @@ QUICK = {
     "mnist": {**SETTINGS["mnist"], "rows": {"gaussian": SETTINGS["mnist"]["rows"]["gaussian"],
               "iaf-k2": SETTINGS["mnist"]["rows"]["iaf-k2"]}, "stages": 1, "num_train": 200, "num_test": 20,
               "log_likelihood_samples": 10},
-    "cost": {**SETTINGS["cost"], "flows": {"planar": [0, 2]}, "num_train": 200, "stages": 1},
+    "cost": {**SETTINGS["cost"], "flows": {"planar": [0, 2]}, "num_train": 200, "stages": 1, "repeats": 2},
 }  # fmt: skip
 # The fingerprints (fingerprint.py): the quick runs, widened to every target, flow kind and MNIST row, so
 # every branch the full settings reach runs (a target is a branch of the potential; a row, a kind of flow).
@@ -229,31 +231,59 @@ def mnist(settings, output_dir):
     return results
 
 
-def cost(settings):
-    """Seconds per epoch of 60,000 images for each flow length, from the median of timed short epochs."""
+def cost_run(settings, flow, num_flows):
+    """One timed run: seconds per epoch of 60,000 images with ``num_flows`` steps of ``flow``, the median of the
+    epochs after the first (which compiles); ``(seconds, parameters)``."""
     from epoch_timer import make_epoch_timer
     from mnist_data import flatten_and_scale, load_mnist
 
     (x_train, _), _ = load_mnist()
     x_train = flatten_and_scale(x_train[: settings["num_train"]])
-    scale = settings["full_epoch_examples"] / len(x_train)
-    results = {}
-    for flow, lengths in settings["flows"].items():
-        for num_flows in lengths:
-            timer = make_epoch_timer()
-            # stages=2 is 1 + 3 epochs; the first (compiling) epoch is not timed.
-            posterior = "gaussian" if num_flows == 0 else flow
-            vae, _ = train(x_train, posterior, num_flows, settings["stages"], settings["seed"], callbacks=[timer])
-            timed = timer.seconds[1:] or timer.seconds
-            results[f"{flow}-{num_flows}"] = {
-                "flow": flow,
-                "num_flows": num_flows,
-                "seconds_per_epoch": float(np.median(timed) * scale),
-                "parameters": int(vae.count_params()),
-                "timed_epochs": len(timed),
-            }
-            print(f"  {flow} K={num_flows}: {results[f'{flow}-{num_flows}']['seconds_per_epoch']:.1f} s per epoch",
+    timer = make_epoch_timer()
+    posterior = "gaussian" if num_flows == 0 else flow
+    vae, _ = train(x_train, posterior, num_flows, settings["stages"], settings["seed"], callbacks=[timer])
+    timed = timer.seconds[1:] or timer.seconds
+    return float(np.median(timed)) * settings["full_epoch_examples"] / len(x_train), int(vae.count_params())
+
+
+def in_a_fresh_process(function, *args):
+    """``function(*args)`` in a new Python process (its own start-up, compilation and memory), for timing."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def cost(settings):
+    """Seconds per epoch of 60,000 images for each flow length, interleaved: every repeat runs each length
+    once, in its own process, so that a slow spell of the machine falls on neighbouring rows alike."""
+    names = [(flow, num_flows) for flow, lengths in settings["flows"].items() for num_flows in lengths]
+    runs = {f"{flow}-{num_flows}": [] for flow, num_flows in names}
+    for repeat in range(settings["repeats"]):
+        for flow, num_flows in names:
+            seconds, parameters = in_a_fresh_process(cost_run, settings, flow, num_flows)
+            runs[f"{flow}-{num_flows}"].append((seconds, parameters))
+            print(f"  repeat {repeat + 1}/{settings['repeats']}, {flow} K={num_flows}: {seconds:.1f} s per epoch",
                   flush=True)  # fmt: skip
+    results = {}
+    for (flow, num_flows), (name, measured) in zip(names, runs.items(), strict=True):
+        seconds = [s for s, _ in measured]
+        results[name] = {"flow": flow, "num_flows": num_flows, "seconds_per_epoch": float(np.median(seconds)),
+                         "seconds_per_epoch_per_repeat": seconds, "parameters": measured[0][1]}  # fmt: skip
+    # Each row over the row above it (the baseline for the first of a kind), repeat by repeat: the two ran
+    # as neighbours in time. A ratio whose smallest and largest pairs straddle 1 orders nothing.
+    results["paired"] = {}
+    for (flow, num_flows), previous in zip(names, [("planar", 0), *names[:-1]], strict=True):
+        if (flow, num_flows) == previous:
+            continue
+        if previous[0] != flow:
+            previous = ("planar", 0)
+        over = [a / b for a, b in zip(results[f"{flow}-{num_flows}"]["seconds_per_epoch_per_repeat"],
+                                      results[f"{previous[0]}-{previous[1]}"]["seconds_per_epoch_per_repeat"],
+                                      strict=True)]  # fmt: skip
+        results["paired"][f"{flow}-{num_flows}_over_{previous[0]}-{previous[1]}"] = {
+            "median": float(np.median(over)), "min": min(over), "max": max(over)
+        }  # fmt: skip
     results["batch_size"] = MODEL["batch_size"]
     return results
 

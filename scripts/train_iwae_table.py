@@ -164,7 +164,10 @@ def run_row(row, stages, output_dir, verbose, evaluation=EVALUATION, checkpoint=
     })  # fmt: skip
     resumed = {}
     if checkpoint is not None:
-        checkpoint.write()  # the row's state after its last epoch: a run with more stages goes on from it
+        if stages > 1:  # the row's state after its last epoch: a run with more stages goes on from it
+            checkpoint.write()
+        else:  # one stage trains at a constant rate, not on the schedule's steps: more stages start afresh
+            checkpoint.remove()
         if checkpoint.first_epoch:
             resumed = {"resumed": f"after epoch {checkpoint.first_epoch}; the times are this session's epochs"}
     steady = timer.seconds[1:] or timer.seconds
@@ -214,8 +217,9 @@ def row_checkpoint(row, recorded, output_dir, args, evaluation):
     resume = path.is_file() and (args.resume or continuable_state(recorded, row, output_dir, evaluation, args.seed))
     checkpoint = Checkpoint(path, state_settings(row, args.seed), args.checkpoint_every, resume=resume)
     if checkpoint.epoch > paper_epochs(args.stages):
-        raise ValueError(f"{path} holds {checkpoint.epoch} epochs, more than the {paper_epochs(args.stages)} of "
-                         f"--stages {args.stages}. Expected --stages {stages_of(checkpoint.epoch)} or more")  # fmt: skip
+        epochs, stages = paper_epochs(args.stages), stages_of(checkpoint.epoch)
+        raise ValueError(f"{path} holds {checkpoint.epoch} epochs, more than the {epochs} of --stages "
+                         f"{args.stages}. Expected --stages {stages} or more")  # fmt: skip
     return checkpoint
 
 
@@ -257,7 +261,9 @@ def paired_comparisons(output_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all six)")
+    parser.add_argument(
+        "--rows", default=None, help="comma-separated rows (default: all six; with --check, those recorded)"
+    )
     parser.add_argument(
         "--stages", type=int, default=None, help="stages of the paper's schedule (default: 3; 5 in results/iwae-long)"
     )
@@ -274,7 +280,7 @@ def main(argv=None):
     )
     add_checkpoint_options(parser)  # --resume (the rows an interrupted run left a checkpoint of), --checkpoint-every
     args = parser.parse_args(argv)
-    rows = [row.strip() for row in args.rows.split(",") if row.strip()]
+    rows = [row.strip() for row in (args.rows or ",".join(ROWS)).split(",") if row.strip()]
     unknown = [row for row in rows if row not in ROWS]
     if unknown or not rows:
         parser.exit(2, f"{parser.prog}: error: unknown rows {unknown}; expected some of {', '.join(ROWS)}\n")
@@ -298,6 +304,8 @@ def main(argv=None):
         table = provenance.read_record(record_path, ["rows"]) or {"rows": {}}
     except provenance.RecordError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if args.check and args.rows is None and table["rows"]:  # a table still growing: the rows it has so far
+        rows = [row for row in ROWS if row in table["rows"]]
     if args.print_fingerprint:
         fingerprint.CACHE_DIR = pathlib.Path(tempfile.mkdtemp())  # afresh: nothing read from, or left in, the cache
         print(json.dumps({row: fingerprint_of(row) for row in rows}, sort_keys=True))

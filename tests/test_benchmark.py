@@ -80,7 +80,7 @@ def test_benchmark_quick_mode_writes_a_well_formed_results_file(tmp_path):
         configs = architecture["configs"]
         assert {"ours-S1", "ours-S5", "ours-S25", "torch-S1", "ours-S1-step-only", "pipeline-only"} <= set(configs)
         assert set(benchmark.COMPOSED) <= set(configs) and "machine-limit" not in configs
-        assert ("classic" in configs) == (name == "784-256-2")
+        assert ("classic" in configs) == ("classic-compiled" in configs) == (name == "784-256-2")
         for config, summary in configs.items():
             if "skipped" in summary:
                 assert summary["skipped"] == f"{benchmark.required_module(config)} not installed"
@@ -93,6 +93,9 @@ def test_benchmark_quick_mode_writes_a_well_formed_results_file(tmp_path):
         assert limit["ideal_seconds_per_epoch"] > 0 and limit["numpy_gflops_per_second"] > 0
         assert limit["ideal_seconds_per_epoch_per_repeat"] == [limit["ideal_seconds_per_epoch"]]
     assert "ours_s1_over_classic" in results["ratios"]
+    for name in ("classic_compiled_over_classic", "ours_s1_over_classic_compiled"):  # compilation vs structure
+        ratio = {end: results["ratios"][f"{name}_{end}"] for end in ("min", "median", "max")}
+        assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"], name  # one repeat: all three the same pair
     assert results["versions"]["keras"] and results["machine"] and "jax" in results["versions"]
     # Every number the performance page reads is in the record, or in the figures' record drawn from it.
     assert_page_reads(results, output, tmp_path / "figures")

@@ -273,3 +273,37 @@ def test_train_py_interrupted_then_resumed_saves_the_uninterrupted_model(signum,
         np.testing.assert_allclose(v, u, rtol=0, atol=TOLERANCE, err_msg=name)
     histories = [pathlib.Path(tmp_path / d / "history.json").read_text() for d in ("straight", "out")]
     assert histories[0] == histories[1]
+
+
+@pytest.mark.slow
+def test_the_iwae_table_adds_stages_to_a_row_where_a_shorter_run_stands(tmp_path):
+    """A row keeps its state after its last epoch; a run with more ``--stages`` goes on from it and ends where
+    a run that trained every stage at once ends, bit for bit: the same state (weights, Adam's moments, the
+    data streams), losses and stage-end scores. A run with fewer stages than the state holds is refused."""
+    import json
+
+    from conftest import MNIST_SUBSET_DIR
+
+    env = {"MNIST_DIR": str(MNIST_SUBSET_DIR)}
+
+    def table(stages, folder):
+        args = ["scripts/train_iwae_table.py", "--rows", "vae-k1", "--stages", stages, "--output-dir", folder]
+        return run_python(args, env=env)
+
+    for stages in (2, 3):  # (one stage trains at a constant rate, not on the schedule, and keeps no state)
+        result = table(stages, tmp_path / "grown")
+        assert result.returncode == 0, result.stderr[-2000:]
+    result = table(3, tmp_path / "at-once")
+    assert result.returncode == 0, result.stderr[-2000:]
+    grown, at_once = tmp_path / "grown" / "vae-k1", tmp_path / "at-once" / "vae-k1"
+    for name in ("checkpoint.npz", "history.json", "stages.json"):
+        assert (grown / name).read_bytes() == (at_once / name).read_bytes(), name
+    assert sorted(json.loads((grown / "stages.json").read_text()), key=int) == ["1", "4", "13"]  # each stage's end
+    row = json.loads((tmp_path / "grown" / "table.json").read_text())["rows"]["vae-k1"]
+    assert row["num_epochs"] == 13 and row["resumed"].startswith("after epoch 4;")
+    assert row["state"]["epoch"] == 13 and row["stage_test_nll"] == json.loads((grown / "stages.json").read_text())
+
+    files = {path.name: path.read_bytes() for path in grown.iterdir()}
+    result = table(2, tmp_path / "grown")
+    assert_one_line_error(result, "holds 13 epochs", "Expected --stages 3 or more")
+    assert_untouched(grown, files)
