@@ -17,7 +17,9 @@ better"), with the reason. Evidence comes in two kinds:
 * ``interleaved``: a speed comparison, as the key of a record's smallest
   ratio over interleaved repeats (the slower run's time over the faster's,
   repeat by repeat, in one run of ``benchmark.py``). It supports the claim
-  when that ratio exceeds 1: every repeat agrees.
+  when that ratio exceeds 1: every repeat agrees. With ``inverse = true`` the
+  key is the largest ratio the other way round (the faster's time over the
+  slower's), which must stay below 1.
 
 ``python scripts/claims.py`` prints every claim with its evidence and exits
 1, with one line per problem, when a claim is not supported, its sentence is
@@ -95,18 +97,18 @@ def lookup(record, key):
 
 def seeds_support(comparison, sign):
     """``(supported, one line)`` for a ``per_seed`` comparison and the claimed sign (+1 or -1)."""
-    per_seed = comparison.get("per_seed", [])
-    differences = [entry["difference"] for entry in per_seed]
+    from seeds import spread
+
+    differences = [entry["difference"] for entry in comparison.get("per_seed", [])]
     n = len(differences)
     if n < MIN_SEEDS:
         return False, f"{n} seed(s), at least {MIN_SEEDS} needed"
-    mean = sum(differences) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
-    t = mean / (sd / math.sqrt(n)) if sd > 0 else math.copysign(math.inf, mean)
+    s = spread(comparison["per_seed"])  # the same mean, SD and t as the study's record
+    t = s["t"] if s["t"] is not None else math.copysign(math.inf, s["mean"])
     critical = T_975[min(n - 1, len(T_975)) - 1]
     agree = all(d * sign > 0 for d in differences)
-    line = (f"mean {mean:+.2f} over {n} seeds (SD {sd:.2f}), t = {t:+.1f} against {critical:.2f}; per seed "
-            + ", ".join(f"{d:+.2f}" for d in differences))  # fmt: skip
+    line = (f"mean {s['mean']:+.2f} over {n} seeds (SD {s['sd']:.2f}), t = {t:+.1f} against {critical:.2f}; per "
+            "seed " + ", ".join(f"{d:+.2f}" for d in differences))  # fmt: skip
     return agree and t * sign >= critical, line
 
 
@@ -121,6 +123,8 @@ def check_evidence(evidence):
     if evidence["kind"] == "seeds":
         sign = {"positive": 1, "negative": -1}[evidence["sign"]]
         return seeds_support(value, sign)
+    if evidence["kind"] == "interleaved" and evidence.get("inverse"):
+        return value < 1, f"largest ratio over interleaved repeats {value:.2f} (every repeat agrees when < 1)"
     if evidence["kind"] == "interleaved":
         return value > 1, f"smallest ratio over interleaved repeats {value:.2f} (every repeat agrees when > 1)"
     return False, f"unknown kind of evidence {evidence['kind']!r}; expected seeds or interleaved"

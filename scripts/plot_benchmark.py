@@ -40,6 +40,7 @@ BACKENDS_FIGURE = "backends.svg"
 RECORD_NAME = "figures.json"
 ORDER = [
     "classic",
+    "classic-compiled",
     "torch-S1",
     "ours-S1",
     "ours-S1-binarised-once",

@@ -107,6 +107,11 @@ def main(argv=None):
     if unknown or not studies:
         parser.exit(2, f"{parser.prog}: error: unknown studies {unknown}; expected some of {', '.join(STUDIES)}\n")
     output_dir = pathlib.Path(args.output_dir)
+    if not args.check:
+        try:  # before the work: a folder that can take the records
+            provenance.check_output_dir(output_dir, [f"{study}.json" for study in studies])
+        except ValueError as error:
+            parser.exit(2, f"{parser.prog}: error: {error}\n")
     stale = []
     for study in studies:
         path = output_dir / f"{study}.json"

@@ -90,9 +90,17 @@ def test_the_t_table_is_scipys():
     assert claims.T_975 == pytest.approx([scipy.stats.t.ppf(0.975, dof) for dof in range(1, 11)], abs=1e-3)
 
 
-@pytest.mark.parametrize("worst_pair, supported", [(1.35, True), (0.97, False)])
-def test_a_speed_claim_needs_every_interleaved_repeat_to_agree(tmp_path, worst_pair, supported):
+@pytest.mark.parametrize(
+    "worst_pair, inverse, supported",
+    [(1.35, False, True), (0.97, False, False), (0.8, True, True), (1.02, True, False)],
+    ids=["slower-over-faster-all-agree", "one-repeat-disagrees", "inverse-all-agree", "inverse-one-disagrees"],
+)
+def test_a_speed_claim_needs_every_interleaved_repeat_to_agree(tmp_path, worst_pair, inverse, supported):
+    """The smallest of the slower's times over the faster's must exceed 1; or, as ``inverse``, the largest of the
+    faster's over the slower's must stay below 1."""
     evidence = {"kind": "interleaved", "record": a_record(tmp_path, worst_pair), "key": "comparison"}
+    if inverse:
+        evidence["inverse"] = True
     assert claims.check_evidence(evidence)[0] is supported
 
 

@@ -228,6 +228,7 @@ BAD_INPUTS = [
     ("listings/vae/train.py", ["--checkpoint-every", "-1"], SUBSET, ["--checkpoint-every", "integer >= 1"]),
     ("scripts/claims.py", ["--claims", "/nonexistent.toml"], {}, ["Could not read", "/nonexistent.toml"]),
     ("scripts/seeds.py", ["--studies", "vae"], {}, ["unknown studies", "iwae"]),
+    ("scripts/seeds.py", ["--output-dir", REPO_ROOT / "README.md"], {}, ["README.md is a file"]),
     ("scripts/train_iwae_table.py", ["--seed", "1"], {}, ["--seed 1 needs an --output-dir"]),
     (
         "scripts/likelihood_experiments.py",
@@ -304,6 +305,7 @@ BAD_INPUT_IDS = [
     "train-checkpoint-every-negative",
     "claims-missing-file",
     "seeds-unknown-study",
+    "seeds-output-dir-a-file",
     "iwae-table-seed-over-committed",
     "likelihood-experiments-seed-over-committed",
     "flow-experiments-seed-of-timing-part",
