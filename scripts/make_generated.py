@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO_ROOT / "listings" / "vae"))
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# (script, make target that reruns it when stale, or None: regenerated here). In dependency order.
+# (script, make target that reruns it when stale, or None: regenerated here[, its other arguments]). In
+# dependency order.
 STEPS = [
     ("make_diagrams", None),
     ("train_main_post", None),
@@ -32,6 +33,7 @@ STEPS = [
     ("benchmark", "make benchmark"),
     ("plot_benchmark", None),
     ("train_iwae_table", "make iwae"),
+    ("train_iwae_table", "make iwae-long", ["--output-dir", "results/iwae-long"]),  # the rows recorded so far
     ("mc_samples_experiments", "make iwae"),
     ("plot_iwae", None),
     ("avb_experiments", "make avb"),
@@ -67,10 +69,10 @@ class QuietLines(io.TextIOBase):
         self.stream.flush()
 
 
-def run_step(name, target):
+def run_step(name, target, arguments=()):
     """Run one script's ``main``; return ``(exit code, its error output)``."""
     module = importlib.import_module(name)
-    argv = ["--check"] if target else ["--if-stale"]
+    argv = ["--check" if target else "--if-stale", *arguments]
     errors = io.StringIO()
     sys.argv[0] = f"{name}.py"  # how the script names itself in its messages
     quiet = QuietLines(sys.stdout)
@@ -107,9 +109,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         native_log = pathlib.Path(scratch) / "native.log"
         with native_stderr_to(native_log):
-            for name, target in STEPS:
+            for name, target, *arguments in STEPS:
                 try:
-                    code, errors = run_step(name, target)
+                    code, errors = run_step(name, target, *arguments)
                 except Exception as error:  # a crash in one script: one line, and the native log's tail below
                     code, errors = 1, f"{name}.py: {type(error).__name__}: {error}"
                 last = errors.splitlines()[-1] if errors else ""

@@ -10,6 +10,9 @@ and writes, in ``--output-dir`` (default ``images/iwae``):
 * ``bounds_vs_k.svg``: the ELBO and the bound L_M against the number M of
   importance samples, for a VAE and an IWAE trained with S = 50;
 * ``reconstructions.svg``: one test digit decoded from single samples of z;
+* ``learning_curves.svg``: the test NLL at the end of every stage of the
+  paper's schedule, per row of ``results/iwae-long/table.json`` (from
+  ``train_iwae_table.py``), with the paper's numbers after 3,280 epochs;
 * ``figures.json``: the record of the inputs they came from.
 
 With ``--if-stale`` it draws only when the record is stale (``provenance.draw_figures``).
@@ -24,8 +27,11 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import provenance  # noqa: E402
 
 EXPERIMENTS = REPO_ROOT / "results" / "iwae" / "experiments.json"
+LONG_TABLE = REPO_ROOT / "results" / "iwae-long" / "table.json"  # the rows trained on, stage by stage
+PAPER_EPOCHS = 3280  # Burda et al.'s eight stages
 OUTPUT_DIR = REPO_ROOT / "images" / "iwae"
-FIGURES = ("gradient_variance.svg", "batch_mc_grid.svg", "bounds_vs_k.svg", "reconstructions.svg")
+FIGURES = ("gradient_variance.svg", "batch_mc_grid.svg", "bounds_vs_k.svg", "reconstructions.svg",
+           "learning_curves.svg")  # fmt: skip
 RECORD_NAME = "figures.json"
 LABELS = {"elbo": "ELBO", "iwae": "IWAE bound", "vae-k50": "VAE, S = 50", "iwae-k50": "IWAE, S = 50"}
 
@@ -142,7 +148,34 @@ def plot_reconstructions(results, path):
     plt.close(fig)
 
 
+def plot_learning_curves(table, path):
+    plt = setup_matplotlib()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True, sharey=True, constrained_layout=True)
+    for ax, objective, title in zip(axes, ("elbo", "iwae"), ("VAE (ELBO)", "IWAE"), strict=True):
+        rows = sorted((row for row in table["rows"].values() if row["settings"]["objective"] == objective),
+                      key=lambda row: row["settings"]["k"])  # fmt: skip
+        for row, marker in zip(rows, "osD", strict=False):
+            epochs = sorted(map(int, row["stage_test_nll"]))
+            nll = [row["stage_test_nll"][str(epoch)]["test_nll"] for epoch in epochs]
+            (line,) = ax.plot(epochs, nll, marker=marker, label=f"S = {row['settings']['k']}")
+            ax.plot([PAPER_EPOCHS], [row["paper_test_nll"]], marker=marker, color=line.get_color(), fillstyle="none",
+                    linestyle="none")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xticks([1, 4, 13, 40, 121, 364, PAPER_EPOCHS], ["1", "4", "13", "40", "121", "364", "3,280"])
+        ax.minorticks_off()
+        ax.set_xlim(0.7, PAPER_EPOCHS * 1.5)
+        ax.set_xlabel("epochs (the end of each stage of the schedule)")
+        ax.set_title(title)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.axvline(PAPER_EPOCHS, color="0.6", linestyle=":", linewidth=1)
+        ax.legend(frameon=False, title="open: the paper, 3,280 epochs", title_fontsize=9)
+    axes[0].set_ylabel("test NLL, nats (K = 5000,\nfirst 1,000 test images)")
+    save(fig, path)
+    plt.close(fig)
+
+
 def draw(experiments_path, output_dir):
+    plot_learning_curves(provenance.read_json(LONG_TABLE), output_dir / "learning_curves.svg")
     results = provenance.read_json(experiments_path)
     plot_gradient_variance(
         results["gradient_variance"],
@@ -157,7 +190,8 @@ def draw(experiments_path, output_dir):
 def main(argv=None):
     return provenance.draw_figures(
         __doc__, OUTPUT_DIR, FIGURES, draw, SETTINGS, results=("--experiments", EXPERIMENTS),
-        input_paths=lambda path: [path], made_by="mc_samples_experiments.py", argv=argv,
+        input_paths=lambda path: [path, LONG_TABLE],
+        made_by="mc_samples_experiments.py and train_iwae_table.py --output-dir results/iwae-long", argv=argv,
     )  # fmt: skip
 
 

@@ -56,7 +56,8 @@ def test_quick_table_run_writes_every_number_the_post_needs(table, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     quick = json.loads((tmp_path / "table.json").read_text())["rows"]["iwae-k5"]
-    assert set(quick) == set(table["rows"]["iwae-k5"])
+    assert set(table["rows"]["iwae-k5"]) <= set(quick)  # and the stage-end scores the 13-epoch table predates
+    assert set(quick["stage_test_nll"]) == {"1"}
     assert quick["num_epochs"] == 1 and quick["evaluation"]["num_samples"] == 20
     assert (tmp_path / "iwae-k5" / "vae.keras").is_file()
     again = run_python(
@@ -160,3 +161,49 @@ def test_a_rerun_from_the_same_seed_repeats_the_tables_training():
         epochs = len(rerun["loss"])
         assert committed["loss"][:epochs] == rerun["loss"], row
         assert committed["val_loss"][:epochs] == rerun["val_loss"], row
+
+
+# ---------------------------------------------------------------------------
+# results/iwae-long: the same rows trained on, stage by stage
+# ---------------------------------------------------------------------------
+
+LONG_TABLE = train_iwae_table.LONG_DIR / train_iwae_table.RECORD_NAME
+
+
+def test_the_long_rows_went_on_through_every_stage():
+    """Each row of ``results/iwae-long`` trained the paper's first five stages (121 epochs) and kept its state
+    (the file the record names, after the last epoch), so a later run can add stages; its stage-end scores
+    are those of its ``stages.json``; its first 13 epochs are the 13-epoch table's row, loss for loss; and its
+    13-epoch score is that row's own on the same 1,000 test images (the same draws), as its last one is the
+    full evaluation's on them."""
+    import numpy as np
+
+    import provenance
+
+    rows = json.loads(LONG_TABLE.read_text())["rows"]
+    assert rows and set(rows) <= set(train_iwae_table.ROWS)
+    stages = train_iwae_table.LONG_STAGES
+    ends = [train_iwae_table.paper_epochs(stage) for stage in range(1, stages + 1)]
+    assert ends[-1] == 121
+    for name, row in rows.items():
+        row_dir = train_iwae_table.LONG_DIR / name
+        assert row["settings"]["stages"] == stages and row["num_epochs"] == ends[-1], name
+        state = row_dir / train_iwae_table.STATE_NAME
+        assert row["state"] == {"epoch": ends[-1], "sha256": provenance.file_sha256(state)}, name
+        assert sorted(map(int, row["stage_test_nll"])) == ends, name
+        assert row["stage_test_nll"] == json.loads((row_dir / train_iwae_table.STAGES_NAME).read_text()), name
+        long_history = json.loads((row_dir / "history.json").read_text())
+        short_history = json.loads((train_iwae_table.OUTPUT_DIR / name / "history.json").read_text())
+        assert long_history["loss"][:13] == short_history["loss"], name
+        for epochs, folder in ((13, train_iwae_table.OUTPUT_DIR), (ends[-1], train_iwae_table.LONG_DIR)):
+            log_px = np.load(folder / name / "log_px.npz")["log_px"][: train_iwae_table.CURVE_EXAMPLES]
+            assert row["stage_test_nll"][str(epochs)]["test_nll"] == pytest.approx(-log_px.mean(), abs=1e-3), name
+        assert row["evaluation"] == train_iwae_table.EVALUATION
+        assert 0 < row["test_nll_monte_carlo_stderr"] < row["test_nll_stderr_over_examples"] < 1
+        assert row["final_test_negative_bound"] > row["test_nll"] - 3 * row["test_nll_monte_carlo_stderr"], name
+
+
+@full_mnist
+def test_the_long_table_matches_its_inputs():
+    result = run_python(["scripts/train_iwae_table.py", "--check", "--output-dir", train_iwae_table.LONG_DIR])
+    assert result.returncode == 0, f"results/iwae-long is stale: {result.stderr.strip()[-500:]}"
