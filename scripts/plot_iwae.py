@@ -168,15 +168,18 @@ def plot_learning_curves(table, path):
         ax.set_title(title)
         ax.grid(True, which="major", alpha=0.3)
         ax.axvline(PAPER_EPOCHS, color="0.6", linestyle=":", linewidth=1)
-        ax.legend(frameon=False, title="open: the paper, 3,280 epochs", title_fontsize=9)
+        if rows:
+            ax.legend(frameon=False, title="open: the paper, 3,280 epochs", title_fontsize=9)
+        else:  # a table still growing
+            ax.text(0.5, 0.5, "not trained this far yet", ha="center", transform=ax.transAxes, color="0.4")
     axes[0].set_ylabel("test NLL, nats (K = 5000,\nfirst 1,000 test images)")
     save(fig, path)
     plt.close(fig)
 
 
 def draw(experiments_path, output_dir):
-    plot_learning_curves(provenance.read_json(LONG_TABLE), output_dir / "learning_curves.svg")
     results = provenance.read_json(experiments_path)
+    plot_learning_curves(provenance.read_json(LONG_TABLE), output_dir / "learning_curves.svg")
     plot_gradient_variance(
         results["gradient_variance"],
         results["settings"]["gradient_variance"]["repeats"],

@@ -167,7 +167,7 @@ def test_quick_run_writes_every_number_the_post_reads(tmp_path):
         rows = quick["results"]["kl"] if part == "toy" else quick["results"]
         reference = committed["results"]["kl"] if part == "toy" else committed["results"]
         for name, values in rows.items():
-            if name == "paired_with_gaussian":
+            if name in ("paired_with_gaussian", "paired"):  # the quick run pairs fewer rows
                 assert set(values) <= set(reference[name]), (part, name)
             elif isinstance(values, dict) and name not in ("model", "paper_test_nll"):
                 assert set(values) == set(reference[name]), (part, name)
