@@ -60,6 +60,7 @@ LIBRARY_MODULES = {
     "scripts/fingerprint.py",
     "scripts/torch_reference.py",
     "scripts/epoch_timer.py",
+    "scripts/stage_scores.py",
 }
 SUBSET = {"MNIST_DIR": str(MNIST_SUBSET_DIR)}
 
