@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import POST_SLUG, REPO_ROOT, VENV_BIN
+from conftest import LISTINGS_DIR, POST_SLUG, REPO_ROOT, VENV_BIN
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -646,3 +646,58 @@ def test_likelihoods_post_shows_its_figures_tables_and_maths(browser, site_url):
 def test_main_post_links_to_the_likelihoods_post(post_visit, site_url):
     hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
     assert site_url + LIKELIHOODS_POST_PATH in hrefs
+
+
+def listing_fragments(post):
+    """The code of every ``.. listing::`` in a post's source, in order: the file's text between its
+    ``:start-after:`` and ``:end-before:`` markers (docutils' include semantics), or all of it."""
+    fragments, lines = [], (REPO_ROOT / "posts" / f"{post}.rst").read_text().splitlines()
+    for index, line in enumerate(lines):
+        if not line.startswith(".. listing:: "):
+            continue
+        text = (REPO_ROOT / line.split()[2]).read_text()
+        options = {}
+        for option in lines[index + 1 :]:
+            match = re.fullmatch(r"\s+:([a-z-]+):\s*(.*)", option)
+            if not match:
+                break
+            options[match[1]] = match[2]
+        if "start-after" in options:
+            text = text[text.index(options["start-after"]) + len(options["start-after"]) :]
+        if "end-before" in options:
+            text = text[: text.index(options["end-before"])]
+        fragments.append(text)
+    return fragments
+
+
+def test_every_listing_block_copies_its_code_and_links_its_file(post_visit, browser, site_url):
+    """Each listing block of the main post has a Copy button that puts exactly the listing's code (its
+    marked part of the file) on the clipboard, and a link to the whole file above it; no network needed."""
+    page = post_visit.page
+    browser.grant_permissions(["clipboard-read", "clipboard-write"], origin=site_url.rstrip("/"))
+    fragments = listing_fragments(POST_SLUG)
+    blocks = page.locator("article div.code")
+    assert blocks.count() == len(fragments) >= 10
+    for index, fragment in enumerate(fragments):
+        block = blocks.nth(index)
+        link = block.locator("xpath=preceding-sibling::p[1]//a[contains(@href, 'listings/')]").first
+        assert link.get_attribute("href").endswith(".py.html"), index
+        button = block.locator("button.copy-code")
+        assert button.count() == 1 and button.get_attribute("aria-label") == "Copy this code"
+        button.click()
+        page.wait_for_function("b => b.textContent === 'Copied'", arg=button.element_handle(), timeout=5_000)
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert copied.strip("\n") == fragment.strip("\n"), (index, copied[:200], fragment[:200])
+    assert page.locator("[role=status]").inner_text() == "Code copied to the clipboard."
+    assert post_visit.errors == [] and post_visit.foreign_requests() == []
+
+
+def test_a_listing_page_copies_the_whole_file_without_line_numbers(browser, site_url):
+    visit = PageVisit(browser, site_url + "listings/vae/train.py.html")
+    browser.grant_permissions(["clipboard-read", "clipboard-write"], origin=site_url.rstrip("/"))
+    visit.page.locator("button.copy-code").click()
+    visit.page.wait_for_function("document.querySelector('button.copy-code').textContent === 'Copied'")
+    copied = visit.page.evaluate("navigator.clipboard.readText()")
+    assert copied == (LISTINGS_DIR / "train.py").read_text().rstrip("\n")
+    assert visit.errors == [] and visit.foreign_requests() == []
+    visit.page.close()
