@@ -30,6 +30,7 @@ STEPS = [
     ("make_diagrams", None),
     ("train_main_post", None),
     ("plot_main_post", None),
+    ("export_explorer", None),
     ("benchmark", "make benchmark"),
     ("plot_benchmark", None),
     ("train_iwae_table", "make iwae"),

@@ -39,6 +39,7 @@ PROGRAMS = [
     "scripts/make_mnist_subset.py",
     "scripts/train_main_post.py",
     "scripts/plot_main_post.py",
+    "scripts/export_explorer.py",
     "scripts/benchmark.py",
     "scripts/plot_benchmark.py",
     "scripts/train_iwae_table.py",
@@ -243,6 +244,13 @@ BAD_INPUTS = [
         {},
         ["parts with a seed", "cost"],
     ),
+    ("scripts/export_explorer.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "train_main_post.py"]),
+    (
+        "scripts/export_explorer.py",
+        ["--results-dir", REPO_ROOT / "results" / "iwae" / "iwae-k1"],
+        SUBSET,
+        ["Expected a model of train.py", "vae_gaussian_monte_carlo_bernoulli_iwae"],
+    ),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -310,9 +318,11 @@ BAD_INPUT_IDS = [
     "iwae-table-seed-over-committed",
     "likelihood-experiments-seed-over-committed",
     "flow-experiments-seed-of-timing-part",
+    "export-explorer-missing-model",
+    "export-explorer-not-the-main-post-model",
 ]
 # Programs that write files get an --output-dir of their own.
-WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py")
+WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py", "export_explorer.py")
 
 
 # Every bad input runs in this process: ``main(argv)`` of the program's module, with its environment

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+import export_explorer
 import make_diagrams
 import plot_benchmark
 import plot_main_post
@@ -96,3 +97,50 @@ def test_benchmark_results_match_the_timed_code():
 def test_benchmark_chart_redraws_from_the_committed_results(tmp_path):
     output_dir, figures = plot_benchmark.OUTPUT_DIR, [plot_benchmark.FIGURE, plot_benchmark.BACKENDS_FIGURE]
     assert_figures_current("scripts/plot_benchmark.py", output_dir, figures, tmp_path)
+
+
+EXPLORER = REPO_ROOT / "files" / "explorer"
+
+
+@full_mnist
+def test_explorer_files_match_the_committed_model():
+    result = run_python(["scripts/export_explorer.py", "--check"])
+    assert result.returncode == 0, f"files/explorer is stale, run make site: {result.stderr.strip()[-500:]}"
+
+
+def test_explorer_files_hold_the_keras_decoder_and_the_test_codes():
+    """decoder.bin is the Keras decoder's kernels and biases, bit for bit, where the manifest says; codes.bin
+    the encoder's posterior means of the MNIST test images (the committed subset's first images), in order."""
+    import numpy as np
+    from mnist_data import flatten_and_scale, load_mnist
+    from visualize import load_vae
+
+    record = json.loads((EXPLORER / export_explorer.RECORD_NAME).read_text())
+    assert record["inputs"]["results/vae/vae.keras"] == provenance.file_sha256(RESULTS / "vae.keras")
+    for name in export_explorer.FILES:
+        assert provenance.file_sha256(EXPLORER / name) == record["files"][name]["sha256"], name
+    _, encoder, decoder = load_vae(RESULTS / "vae.keras")
+    weights = np.fromfile(EXPLORER / "decoder.bin", dtype="<f4")
+    dense = [layer for layer in decoder.layers if layer.get_weights()]
+    assert len(dense) == len(record["layers"]) == 2
+    for layer, entry in zip(dense, record["layers"], strict=True):
+        kernel, bias = layer.get_weights()
+        start = entry["kernel"]["offset"]
+        assert np.array_equal(weights[start : start + kernel.size].reshape(entry["kernel"]["shape"]), kernel)
+        start = entry["bias"]["offset"]
+        assert np.array_equal(weights[start : start + bias.size], bias)
+        assert entry["activation"] == layer.get_config()["activation"]
+    assert sum(layer.get_weights()[0].size + layer.get_weights()[1].size for layer in dense) == weights.size
+    codes = np.fromfile(EXPLORER / "codes.bin", dtype="<f4").reshape(record["num_codes"], 2)
+    labels = np.fromfile(EXPLORER / "labels.bin", dtype="u1")
+    _, (x_test, y_test) = load_mnist(MNIST_SUBSET_DIR)
+    count = len(x_test)
+    z_mean, _ = encoder.predict(flatten_and_scale(x_test), verbose=0)
+    assert np.abs(codes[:count] - z_mean).max() < 1e-4
+    assert np.array_equal(labels[:count], y_test)
+    low, high = record["extent"]
+    inside = np.all((codes >= low) & (codes <= high), axis=1)
+    # the plane shows the codes: each axis leaves out at most 1 - quantile at either end
+    assert inside.mean() >= 1 - 4 * (1 - export_explorer.SETTINGS["extent_quantile"])
+    for example in record["walk_examples"]:
+        assert labels[example["index"]] == example["digit"]

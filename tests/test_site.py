@@ -701,3 +701,74 @@ def test_a_listing_page_copies_the_whole_file_without_line_numbers(browser, site
     assert copied == (LISTINGS_DIR / "train.py").read_text().rstrip("\n")
     assert visit.errors == [] and visit.foreign_requests() == []
     visit.page.close()
+
+
+EXPLORER_POINTS = [(0.0, 0.0), (1.3, -0.7), (-2.5, 2.2)]
+
+
+@pytest.fixture(scope="module")
+def keras_vae():
+    """The committed model of the main post, loaded by Keras: ``(encoder, decoder)``."""
+    from visualize import load_vae
+
+    _, encoder, decoder = load_vae(REPO_ROOT / "results" / "vae" / "vae.keras")
+    return encoder, decoder
+
+
+def test_the_latent_explorer_runs_the_committed_decoder(browser, site_url, keras_vae):
+    """The explorer loads its files only when opened, from this site; its decoded Bernoulli means equal the
+    Keras decoder's at three points (1e-4); the sliders, a drag and the walk move the point and change the
+    image; the walk starts and ends at Keras' posterior means of the two test images; axe passes."""
+    import numpy as np
+    from mnist_data import flatten_and_scale, load_mnist
+    from scipy.special import expit
+
+    encoder, decoder = keras_vae
+    visit = PageVisit(browser, site_url + POST_PATH)
+    page = visit.page
+    assert not [url for url in visit.requests if "/explorer/" in url]  # the first load stays light
+    page.locator("#latent-explorer button").click()
+    page.wait_for_function("window.latentExplorer.loaded", timeout=30_000)
+    assert {url.rsplit("/", 1)[-1] for url in visit.requests if "/explorer/" in url} == {
+        "explorer.json", "decoder.bin", "codes.bin", "labels.bin"}  # fmt: skip
+
+    z = np.array(EXPLORER_POINTS, dtype="float32")
+    expected = expit(decoder.predict(z.reshape(-1, 1, 2), verbose=0)).reshape(len(z), -1)
+    for point, means in zip(EXPLORER_POINTS, expected, strict=True):
+        decoded = np.array(page.evaluate("([a, b]) => Array.from(window.latentExplorer.setPoint(a, b))", point))
+        assert decoded.shape == (784,) and np.abs(decoded - means).max() < 1e-4, point
+
+    def state():
+        return page.evaluate("[window.latentExplorer.point, Array.from(window.latentExplorer.output)]")
+
+    before, image = state()
+    page.locator("#explorer-z1").focus()
+    page.keyboard.press("ArrowRight")  # keyboard operable: a native slider, step 0.01
+    after, new_image = state()
+    assert after[0] == pytest.approx(before[0] + 0.01, abs=1e-9) and after[1] == before[1] and new_image != image
+    assert page.locator(".explorer-description").inner_text().startswith(f"z = ({after[0]:.2f}, {after[1]:.2f}).")
+
+    box = page.locator("canvas.explorer-plane").bounding_box()
+    page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.25 * box["height"], steps=5)
+    page.mouse.up()
+    dragged, dragged_image = state()
+    low, high = page.evaluate("fetch('../../explorer/explorer.json').then(r => r.json()).then(m => m.extent)")
+    quarter = (high - low) / 4
+    assert dragged == pytest.approx([0.5 * (low + high) + quarter, 0.5 * (low + high) + quarter], abs=0.05)
+    assert dragged_image != new_image
+
+    _, (x_test, _) = load_mnist()
+    page.locator("#explorer-mode-walk").check()
+    first, second = (int(page.locator(f"#explorer-{name}").input_value()) for name in ("from", "to"))
+    z_mean, _ = encoder.predict(flatten_and_scale(x_test[[first, second]]), verbose=0)
+    for t, code in (("0", z_mean[0]), ("1", z_mean[1])):
+        page.locator("#explorer-t").fill(t)
+        assert np.abs(np.array(page.evaluate("window.latentExplorer.point")) - code).max() < 1e-4, t
+    page.locator("#explorer-t").fill("0.5")
+    assert np.abs(np.array(page.evaluate("window.latentExplorer.point")) - z_mean.mean(axis=0)).max() < 1e-4
+
+    assert axe_run(page) == []
+    assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
+    page.close()
