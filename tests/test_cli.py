@@ -40,6 +40,7 @@ PROGRAMS = [
     "scripts/train_main_post.py",
     "scripts/plot_main_post.py",
     "scripts/export_explorer.py",
+    "scripts/make_notebooks.py",
     "scripts/benchmark.py",
     "scripts/plot_benchmark.py",
     "scripts/train_iwae_table.py",
@@ -251,6 +252,7 @@ BAD_INPUTS = [
         SUBSET,
         ["Expected a model of train.py", "vae_gaussian_monte_carlo_bernoulli_iwae"],
     ),
+    ("scripts/make_notebooks.py", ["--output-dir", REPO_ROOT / "README.md"], {}, ["README.md is a file"]),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -320,6 +322,7 @@ BAD_INPUT_IDS = [
     "flow-experiments-seed-of-timing-part",
     "export-explorer-missing-model",
     "export-explorer-not-the-main-post-model",
+    "make-notebooks-output-dir-a-file",
 ]
 # Programs that write files get an --output-dir of their own.
 WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py", "export_explorer.py")

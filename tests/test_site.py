@@ -772,3 +772,25 @@ def test_the_latent_explorer_runs_the_committed_decoder(browser, site_url, keras
     assert axe_run(page) == []
     assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
     page.close()
+
+
+def test_every_post_links_its_notebook(built_site, site_url, browser):
+    """Under its header every post links its notebook, served by the site: a valid nbformat 4 notebook whose
+    first cell is the post's title."""
+    import json
+
+    import nbformat
+
+    posts = [name for name in html_pages(built_site) if re.fullmatch(r"posts/[^/]+/index.html", name)]
+    assert len(posts) == len(list((REPO_ROOT / "posts").glob("*.rst")))
+    for name in posts:
+        visit = PageVisit(browser, site_url + name.removesuffix("index.html"))
+        link = visit.page.locator("p.notebook-link a")
+        assert link.inner_text() == "Download this post as a notebook", name
+        response = visit.page.request.get(link.evaluate("a => a.href"))
+        assert response.status == 200, name
+        book = nbformat.reads(json.dumps(response.json()), as_version=4)
+        nbformat.validate(book)
+        title = visit.page.locator("article h1").first.inner_text().strip()
+        assert "".join(book.cells[0].source).startswith(f"# {title}"), name
+        visit.page.close()
