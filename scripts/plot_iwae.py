@@ -148,17 +148,21 @@ def plot_reconstructions(results, path):
     plt.close(fig)
 
 
+STYLE_OF_S = {1: ("C0", "o"), 5: ("C1", "s"), 50: ("C2", "D")}
+
+
 def plot_learning_curves(table, path):
     plt = setup_matplotlib()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True, sharey=True, constrained_layout=True)
     for ax, objective, title in zip(axes, ("elbo", "iwae"), ("VAE (ELBO)", "IWAE"), strict=True):
         rows = sorted((row for row in table["rows"].values() if row["settings"]["objective"] == objective),
                       key=lambda row: row["settings"]["k"])  # fmt: skip
-        for row, marker in zip(rows, "osD", strict=False):
+        for row in rows:
+            colour, marker = STYLE_OF_S[row["settings"]["k"]]  # the same S looks the same in both panels
             epochs = sorted(map(int, row["stage_test_nll"]))
             nll = [row["stage_test_nll"][str(epoch)]["test_nll"] for epoch in epochs]
-            (line,) = ax.plot(epochs, nll, marker=marker, label=f"S = {row['settings']['k']}")
-            ax.plot([PAPER_EPOCHS], [row["paper_test_nll"]], marker=marker, color=line.get_color(), fillstyle="none",
+            ax.plot(epochs, nll, marker=marker, color=colour, label=f"S = {row['settings']['k']}")
+            ax.plot([PAPER_EPOCHS], [row["paper_test_nll"]], marker=marker, color=colour, fillstyle="none",
                     linestyle="none")  # fmt: skip
         ax.set_xscale("log")
         ax.set_xticks([1, 4, 13, 40, 121, 364, PAPER_EPOCHS], ["1", "4", "13", "40", "121", "364", "3,280"])
