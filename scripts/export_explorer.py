@@ -64,11 +64,14 @@ def dense_layers(decoder):
                              f"in the layer {layer.name!r}")  # fmt: skip
         kernel, bias = (weight.numpy() if hasattr(weight, "numpy") else weight for weight in layer.get_weights())
         layers.append((kernel, bias, activation))
+    if not layers or layers[-1][2] != "linear":
+        raise ValueError("The explorer applies the sigmoid to the decoder's logits. Expected a last Dense layer "
+                         f"with activation='linear'. Received: {layers[-1][2] if layers else 'no Dense layer'!r}")  # fmt: skip
     return layers
 
 
-def export(results_dir, output_dir):
-    """Write the explorer's files and return the manifest's content (without the record's keys)."""
+def export(results_dir, output_dir, record):
+    """Write the explorer's files and, with them, the manifest: ``record`` (inputs, commit) and what was written."""
     import numpy as np
 
     from mnist_data import flatten_and_scale, load_mnist
@@ -95,10 +98,7 @@ def export(results_dir, output_dir):
         "codes.bin": np.ascontiguousarray(z_mean).tobytes(),
         "labels.bin": y_test.astype("u1").tobytes(),
     }
-    output_dir = pathlib.Path(output_dir)
-    provenance.write_together({output_dir / name: (lambda path, blob=blob: path.write_bytes(blob))
-                               for name, blob in data.items()})  # fmt: skip
-    return {
+    manifest = {
         "latent_dim": int(z_mean.shape[1]),
         "original_dim": int(layers[-1]["bias"]["shape"][0]),
         "image_shape": [28, 28],
@@ -110,6 +110,12 @@ def export(results_dir, output_dir):
         "files": {name: {"bytes": len(blob), "sha256": sha256(blob)} for name, blob in data.items()},
         "download_bytes": sum(len(blob) for blob in data.values()),
     }
+    manifest = {**record, **manifest}
+    output_dir = pathlib.Path(output_dir)
+    writers = {output_dir / name: (lambda path, blob=blob: path.write_bytes(blob)) for name, blob in data.items()}
+    writers[output_dir / RECORD_NAME] = provenance.record_writer(manifest)
+    provenance.write_together(writers)  # the files and their record change together
+    return manifest
 
 
 def sha256(blob):
@@ -157,11 +163,9 @@ def main(argv=None):
             if not stale:
                 print(f"{record_path} is current" + ("" if args.check else "; nothing to export"))
                 return 0
-        manifest = export(args.results_dir, output_dir)
+        manifest = export(args.results_dir, output_dir, {"inputs": inputs, "commit": fingerprint.git_commit()})
     except (ValueError, MNISTError, provenance.ModelFileError) as error:  # a RecordError is a ValueError
         parser.exit(2, f"{parser.prog}: error: {error}\n")
-    record = {"inputs": inputs, "commit": fingerprint.git_commit(), **manifest}
-    provenance.write_record(record_path, record)
     sizes = ", ".join(f"{name} {entry['bytes']:,} B" for name, entry in manifest["files"].items())
     print(f"wrote {output_dir}: {sizes}")
     return 0

@@ -30,6 +30,11 @@ POSTS_DIR = REPO_ROOT / "posts"
 LISTINGS_DIR = REPO_ROOT / "listings" / "vae"
 OUTPUT_DIR = REPO_ROOT / "files" / "notebooks"
 SHORTCODE = re.compile(r"\{\{%\s*result\s+(.*?)\s*%\}\}")
+# The site's other shortcodes, and what a notebook says in their place.
+OTHER_SHORTCODES = {
+    "latent_explorer": "*On the post's page, the latent explorer opens here: the trained decoder, run in the browser.*",
+}
+ANY_SHORTCODE = re.compile(r"\{\{%\s*(\w+).*?%\}\}")
 QUICK_CELL = """\
 # NOTEBOOK_QUICK=1 shrinks the runs at the end to seconds (the site's tests run every notebook that way);
 # unset, they use the settings the post reports.
@@ -77,9 +82,14 @@ RUNS = {
 # ---- reStructuredText to Markdown -----------------------------------------------------------------------
 
 
-def metadata(text):
-    """The post's Nikola metadata (``.. title: ...`` lines at the top)."""
-    return dict(re.findall(r"^\.\. (\w+): ?(.*)$", text.split("\n\n", 1)[0], flags=re.MULTILINE))
+def metadata(text, name="the post"):
+    """The post's Nikola metadata (``.. title: ...`` lines at the top); a ValueError without a title or slug."""
+    meta = dict(re.findall(r"^\.\. (\w+): ?(.*)$", text.split("\n\n", 1)[0], flags=re.MULTILINE))
+    missing = [key for key in ("title", "slug") if not meta.get(key)]
+    if missing:
+        raise ValueError(f"{name} has no {' or '.join(missing)}: expected Nikola's `.. title: ...` and `.. slug: ...` "
+                         "lines at the top")  # fmt: skip
+    return meta
 
 
 def fill_results(text, default_record):
@@ -97,12 +107,21 @@ def fill_results(text, default_record):
             value = value - lookup(record, options["minus"], path)
         return render(value, options.get("format"))
 
-    return SHORTCODE.sub(replace, text)
+    def other(match):
+        if match[1] not in OTHER_SHORTCODES:
+            raise ValueError(f"make_notebooks.py knows no shortcode {match[1]!r}. Expected result or one of "
+                             f"{', '.join(OTHER_SHORTCODES)}")  # fmt: skip
+        return OTHER_SHORTCODES[match[1]]
+
+    return ANY_SHORTCODE.sub(other, SHORTCODE.sub(replace, text))
 
 
 def listing_text(path, options):
     """What ``.. listing::`` shows: the file, or its part between ``:start-after:`` and ``:end-before:``."""
     text = (REPO_ROOT / path).read_text()
+    for option in ("start-after", "end-before"):
+        if option in options and options[option] not in text:
+            raise ValueError(f"{path} has no {options[option]!r}: expected the :{option}: marker of a listing")
     if "start-after" in options:
         text = text[text.index(options["start-after"]) + len(options["start-after"]) :]
     if "end-before" in options:
@@ -126,7 +145,9 @@ def doctree(text):
             return [block]
 
     directives.register_directive("listing", Listing)
-    settings = {"report_level": 5, "halt_level": 5, "warning_stream": False, "math_output": "latex"}
+    # Problems are reported, not dropped: a system message of level 2 (a warning) or more becomes an error
+    # (`blocks`), and a first section stays a section (no document title is lifted out of it).
+    settings = {"report_level": 5, "halt_level": 5, "warning_stream": False, "doctitle_xform": False}
     return publish_doctree(text, settings_overrides=settings)
 
 
@@ -189,11 +210,13 @@ def blocks(node, level, out):
             out.append(("markdown", f"$$\n{child.astext().strip()}\n$$"))
         elif isinstance(child, nodes.bullet_list | nodes.enumerated_list):
             marker = "-" if isinstance(child, nodes.bullet_list) else "1."
+            indent = " " * (len(marker) + 1)
             items = []
-            for item in child.children:
+            for item in child.children:  # every line of an item's blocks indented under its marker
                 parts = []
                 blocks(item, level, parts)
-                items.append(f"{marker} " + "\n  ".join(text for _, text in parts))
+                lines = "\n\n".join(text for _, text in parts).split("\n")
+                items.append(f"{marker} {lines[0]}" + "".join(f"\n{indent}{line}" if line else "\n" for line in lines[1:]))
             out.append(("markdown", "\n".join(items)))
         elif isinstance(child, nodes.table):
             out.append(("markdown", table(child)))
@@ -211,8 +234,10 @@ def blocks(node, level, out):
             parts = []
             blocks(child, level, parts)
             out.append(("markdown", "\n".join("> " + text for _, text in parts)))
-        elif isinstance(child, nodes.raw | nodes.comment | nodes.target | nodes.system_message):
-            continue  # the page's own HTML (the latent explorer), comments and link targets
+        elif isinstance(child, nodes.system_message) and child["level"] >= 2:
+            raise ValueError(f"make_notebooks.py: the post's reST has a problem: {child.astext().strip()}")
+        elif isinstance(child, nodes.comment | nodes.target | nodes.system_message):
+            continue  # comments (Nikola's metadata, TEASER_END), link targets, notes below warnings
         elif isinstance(child, nodes.compound | nodes.container):
             blocks(child, level, out)
         else:
@@ -244,10 +269,12 @@ def local_imports(names):
             queue += imported_listings(name, top_level=False)
     ordered = []
 
-    def visit(name):
+    def visit(name, path=()):
+        if name in path:
+            raise ValueError(f"The listings import one another at module level: {' -> '.join([*path, name])}")
         if name not in ordered:
             for module in imported_listings(name, top_level=True):
-                visit(module)
+                visit(module, (*path, name))
             ordered.append(name)
 
     for name in needed:
@@ -269,8 +296,8 @@ def notebook(post_path):
     import nbformat
 
     text = post_path.read_text()
-    meta = metadata(text)
-    slug = meta.get("slug", post_path.stem)
+    meta = metadata(text, post_path.name)
+    slug = meta["slug"]
     if slug not in RUNS:
         raise ValueError(f"{post_path.name}: no runs for the slug {slug!r} in make_notebooks.RUNS. Expected one of "
                          f"{', '.join(sorted(RUNS))}")  # fmt: skip
@@ -328,6 +355,7 @@ def main(argv=None):
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     stale = [slug for slug, text in made.items()
              if not (output_dir / f"{slug}.ipynb").is_file() or (output_dir / f"{slug}.ipynb").read_text() != text]
+    # A notebook whose post is gone: removed from the committed folder, only reported elsewhere.
     extra = sorted({path.stem for path in output_dir.glob("*.ipynb")} - set(made)) if output_dir.is_dir() else []
     if args.check:
         if stale or extra:
@@ -339,7 +367,10 @@ def main(argv=None):
     for slug in made if not args.if_stale else stale:
         provenance.write_atomically(output_dir / f"{slug}.ipynb", lambda path, text=made[slug]: path.write_text(text))
     for slug in extra:
-        (output_dir / f"{slug}.ipynb").unlink()
+        if output_dir.resolve() == OUTPUT_DIR:
+            (output_dir / f"{slug}.ipynb").unlink()
+        else:
+            print(f"{output_dir / slug}.ipynb has no post; left as it is")
     if args.if_stale and not stale and not extra:
         print(f"{output_dir} is current; nothing to write")
     else:

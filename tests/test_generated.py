@@ -142,5 +142,21 @@ def test_explorer_files_hold_the_keras_decoder_and_the_test_codes():
     inside = np.all((codes >= low) & (codes <= high), axis=1)
     # the plane shows the codes: each axis leaves out at most 1 - quantile at either end
     assert inside.mean() >= 1 - 4 * (1 - export_explorer.SETTINGS["extent_quantile"])
-    for example in record["walk_examples"]:
-        assert labels[example["index"]] == example["digit"]
+    for example in record["walk_examples"]:  # each a test image of its digit, its code inside the plane
+        assert labels[example["index"]] == example["digit"] and example["index"] < count
+        assert np.all((low < codes[example["index"]]) & (codes[example["index"]] < high))
+
+
+def test_the_explorer_refuses_a_decoder_it_would_compute_wrongly():
+    """The page runs Dense layers and puts a sigmoid on the last one's logits: a decoder with another layer,
+    or a sigmoid of its own at the end (which the page would apply twice), is refused in one line."""
+    import keras
+
+    ends_in_sigmoid = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="relu"),
+                                        keras.layers.Dense(3, activation="sigmoid")])  # fmt: skip
+    with pytest.raises(ValueError, match="Expected a last Dense layer with activation='linear'. Received: 'sigmoid'"):
+        export_explorer.dense_layers(ends_in_sigmoid)
+    with pytest.raises(ValueError, match="runs Dense layers only. Received the layer .* \\(Dropout\\)"):
+        export_explorer.dense_layers(keras.Sequential([keras.Input((2,)), keras.layers.Dropout(0.1)]))
+    fine = keras.Sequential([keras.Input((2,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(3)])
+    assert [activation for *_, activation in export_explorer.dense_layers(fine)] == ["tanh", "linear"]

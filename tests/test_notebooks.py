@@ -25,7 +25,7 @@ def test_the_committed_notebooks_are_what_the_posts_make_today():
     assert sorted(path.stem for path in NOTEBOOKS.glob("*.ipynb")) == POSTS
 
 
-def test_a_changed_post_makes_its_notebook_stale(tmp_path):
+def test_a_notebook_edited_by_hand_is_reported(tmp_path):
     """--check compares the bytes: one notebook edited by hand (here, a cell dropped) is reported by name."""
     for path in NOTEBOOKS.glob("*.ipynb"):
         (tmp_path / path.name).write_bytes(path.read_bytes())
@@ -73,7 +73,7 @@ def test_a_notebook_holds_the_posts_prose_code_and_listings_without_outputs(slug
 
 def test_the_conversion_of_a_small_post(tmp_path):
     """reST to Markdown on a post written for the test: headings, inline maths and code, a maths block, a
-    list-table, a listing's marked part, a footnote, a figure's caption; the raw HTML and comments left out."""
+    list-table, a listing's marked part, a footnote, a figure's caption, a nested list; comments left out."""
     listing = tmp_path / "demo.py"
     listing.write_text("import math\n# [start f]\ndef f(x):\n    return math.exp(x)\n# [end f]\n")
     text = f""".. title: Demo
@@ -107,9 +107,12 @@ First part
 
    The caption.
 
-.. raw:: html
+- a
 
-   <div>not in the notebook</div>
+  - b, with two lines
+    of text
+
+- c
 
 .. [#ref] A reference.
 """
@@ -122,13 +125,31 @@ First part
         ("markdown", f"From `{listing}`:\n\n```python\ndef f(x):\n    return math.exp(x)\n```"),
         ("markdown", "*Table: The title.*\n\n| a | b |\n| --- | --- |\n| 1 | 2 |"),
         ("markdown", "*Figure (on the post's page): The caption.*"),
+        ("markdown", "- a\n\n  - b, with two lines of text\n- c"),
         ("markdown", "[1] A reference."),
     ]
 
 
-def test_a_post_with_a_directive_the_converter_does_not_know_is_refused():
-    with pytest.raises(ValueError, match="cannot convert a definition_list"):
-        make_notebooks.blocks(make_notebooks.doctree("term\n   its definition\n"), 1, [])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("term\n   its definition\n", "cannot convert a definition_list"),
+        (".. raw:: html\n\n   <div>a page's own HTML</div>\n", "cannot convert a raw"),
+        (".. youtube:: abc\n", 'Unknown directive type "youtube"'),
+        ("Intro.\n\n.. listing:: listings/vae/objectives.py python\n   :start-after: # [start nowhere]\n",
+         "has no '# \\[start nowhere\\]': expected the :start-after: marker"),
+    ],
+    ids=["definition-list", "raw-html", "unknown-directive", "missing-marker"],
+)
+def test_what_the_converter_cannot_convert_is_refused_in_one_line(text, message):
+    with pytest.raises(ValueError, match=message):
+        make_notebooks.blocks(make_notebooks.doctree(text), 1, [])
+
+
+def test_a_shortcode_it_does_not_know_is_refused():
+    with pytest.raises(ValueError, match="knows no shortcode 'youtube'"):
+        make_notebooks.fill_results("A {{% youtube abc %}} here.", "results/vae/main_post.json")
+    assert "{{%" not in make_notebooks.fill_results("{{% latent_explorer %}}", "results/vae/main_post.json")
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import LISTINGS_DIR, POST_SLUG, REPO_ROOT, VENV_BIN
+from conftest import LISTINGS_DIR, MNIST_SUBSET_DIR, POST_SLUG, REPO_ROOT, VENV_BIN
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -747,6 +747,8 @@ def test_the_latent_explorer_runs_the_committed_decoder(browser, site_url, keras
     after, new_image = state()
     assert after[0] == pytest.approx(before[0] + 0.01, abs=1e-9) and after[1] == before[1] and new_image != image
     assert page.locator(".explorer-description").inner_text().startswith(f"z = ({after[0]:.2f}, {after[1]:.2f}).")
+    label = page.locator("canvas.explorer-image").get_attribute("aria-label")  # the image's text alternative
+    assert label == f"The decoded image at z = ({after[0]:.2f}, {after[1]:.2f})"
 
     box = page.locator("canvas.explorer-plane").bounding_box()
     page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
@@ -759,7 +761,7 @@ def test_the_latent_explorer_runs_the_committed_decoder(browser, site_url, keras
     assert dragged == pytest.approx([0.5 * (low + high) + quarter, 0.5 * (low + high) + quarter], abs=0.05)
     assert dragged_image != new_image
 
-    _, (x_test, _) = load_mnist()
+    _, (x_test, _) = load_mnist(MNIST_SUBSET_DIR)  # the walk's images are among its first 200
     page.locator("#explorer-mode-walk").check()
     first, second = (int(page.locator(f"#explorer-{name}").input_value()) for name in ("from", "to"))
     z_mean, _ = encoder.predict(flatten_and_scale(x_test[[first, second]]), verbose=0)

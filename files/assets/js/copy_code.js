@@ -40,12 +40,18 @@
     button.className = "copy-code btn btn-sm btn-outline-secondary";
     button.textContent = "Copy";
     button.setAttribute("aria-label", "Copy this code");
+    var reset = null;
+    function show(text, message) {  // for two seconds, then "Copy" again; a later click starts afresh
+      window.clearTimeout(reset);
+      button.textContent = text;
+      status.textContent = message;
+      reset = window.setTimeout(function () { button.textContent = "Copy"; }, 2000);
+    }
     button.addEventListener("click", function () {
       copy(codeOf(block)).then(
-        function () { button.textContent = "Copied"; status.textContent = "Code copied to the clipboard."; },
-        function () { button.textContent = "Copy failed"; status.textContent = "The browser refused to copy."; }
+        function () { show("Copied", "Code copied to the clipboard."); },
+        function () { show("Copy failed", "The browser refused to copy."); }
       );
-      window.setTimeout(function () { button.textContent = "Copy"; }, 2000);
     });
     block.insertBefore(button, block.firstChild);
   }

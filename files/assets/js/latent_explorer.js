@@ -191,9 +191,8 @@
       var big = image.getContext("2d");
       big.imageSmoothingEnabled = false;
       big.drawImage(small, 0, 0, image.width, image.height);
-      var text = describe(z);
-      image.setAttribute("aria-label", "The decoded image at " + text.split(".")[0] + ")");
-      description.textContent = text;
+      image.setAttribute("aria-label", "The decoded image at z = (" + z[0].toFixed(2) + ", " + z[1].toFixed(2) + ")");
+      description.textContent = describe(z);
     }
 
     function clamp(value) { return Math.min(high, Math.max(low, value)); }
