@@ -1,4 +1,4 @@
-"""Write the first N training and test images of MNIST as a small IDX set for the tests.
+"""Write the first N training and test images of MNIST (or Fashion-MNIST) as a small IDX set for the tests.
 
 Reads the full set with the listing's loader and writes the four standard
 IDX .gz files (gzip header time 0, so the output is byte-identical on every run),
@@ -13,11 +13,12 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "listings" / "vae"))
 
-from mnist_data import IMAGE_MAGIC, LABEL_MAGIC, MNIST_FILES, MNISTError, load_mnist  # noqa: E402
+from mnist_data import DATASETS, IMAGE_MAGIC, LABEL_MAGIC, MNIST_FILES, MNISTError, load_dataset  # noqa: E402
 from outputs import check_output_dir, write_atomically  # noqa: E402
 from variational_autoencoder import check_positive_ints  # noqa: E402
 
-COMMITTED = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "mnist"
+TEST_DATA = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data"
+COMMITTED = {"mnist": TEST_DATA / "mnist", "fashion_mnist": TEST_DATA / "fashion-mnist"}
 COMMITTED_COUNTS = {"num_train": 1000, "num_test": 200}  # what the tests were written against
 
 
@@ -35,19 +36,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-train", type=int, default=1000, help="training images to keep (default: %(default)s)")
     parser.add_argument("--num-test", type=int, default=200, help="test images to keep (default: %(default)s)")
+    parser.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default: mnist)")
     parser.add_argument(
-        "--mnist-dir", default=None, help="full MNIST folder (default: $MNIST_DIR, else ../shared/data/mnist)"
+        "--mnist-dir", default=None, help="the full set's folder (default: the loader's, as for --dataset)"
     )
-    parser.add_argument("--output", default="tests/data/mnist", help="folder to write (default: %(default)s)")
+    parser.add_argument(
+        "--output", default=None, help="folder to write (default: tests/data/mnist, or tests/data/fashion-mnist)"
+    )
     args = parser.parse_args(argv)
     counts = {"num_train": args.num_train, "num_test": args.num_test}
     try:  # before the work: the counts, and a folder that can take the four files
         check_positive_ints(**counts)
-        output = check_output_dir(args.output, [name for pair in MNIST_FILES.values() for name in pair])
-        if output.resolve() == COMMITTED and counts != COMMITTED_COUNTS:
+        if args.dataset not in DATASETS:
+            raise ValueError(f"Expected `dataset` to be one of {tuple(DATASETS)}. Received: dataset={args.dataset!r}")
+        output = check_output_dir(args.output or COMMITTED[args.dataset],
+                                  [name for pair in MNIST_FILES.values() for name in pair])  # fmt: skip
+        if output.resolve() in COMMITTED.values() and counts != COMMITTED_COUNTS:
             raise ValueError(f"{output} holds the committed test subset of {COMMITTED_COUNTS}; writing {counts} "
                              "there would change what the tests read. Give another --output")  # fmt: skip
-        (x_train, y_train), (x_test, y_test) = load_mnist(args.mnist_dir)
+        (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, args.mnist_dir)
         for name, available in (("num_train", len(x_train)), ("num_test", len(x_test))):
             if counts[name] > available:
                 raise ValueError(f"Expected `{name}` at most {available}, the images in {args.mnist_dir or 'the set'}. "

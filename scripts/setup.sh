@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the site and the tests need, and nothing that is already there.
 # Idempotent: a second run on an installed machine checks and does nothing.
-#   - Debian packages: graphviz (dot), chromium (the browser tests), fonts;
+#   - Debian packages: graphviz (dot), chromium (the browser tests), fonts,
+#     npm, and Fashion-MNIST (dataset-fashion-mnist, the second data set);
 #   - .venv from the pinned requirements.txt (reinstalled when it changes);
 #   - node_modules from the pinned package-lock.json (reinstalled when it
 #     changes): mathjax-full, which typesets the maths at build time
@@ -30,6 +31,7 @@ need_debian graphviz command -v dot
 need_debian chromium test -x /usr/bin/chromium
 need_debian fonts-dejavu-core test -d /usr/share/fonts/truetype/dejavu
 need_debian npm command -v npm
+need_debian dataset-fashion-mnist test -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
 # Python packages, pinned.
 requirements_hash=$(sha256sum requirements.txt | cut -d' ' -f1)

@@ -253,6 +253,14 @@ BAD_INPUTS = [
         ["Expected a model of train.py", "vae_gaussian_monte_carlo_bernoulli_iwae"],
     ),
     ("scripts/make_notebooks.py", ["--output-dir", REPO_ROOT / "README.md"], {}, ["README.md is a file"]),
+    ("listings/vae/mnist_data.py", ["--dataset", "kmnist"], {}, ["dataset='kmnist'", "'fashion_mnist'"]),
+    ("scripts/make_mnist_subset.py", ["--dataset", "emnist", "--output", "x"], {}, ["dataset='emnist'"]),
+    (
+        "scripts/make_mnist_subset.py",
+        ["--dataset", "fashion_mnist", "--num-test", "10"],
+        {},
+        ["fashion-mnist holds the committed test subset"],
+    ),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -323,6 +331,9 @@ BAD_INPUT_IDS = [
     "export-explorer-missing-model",
     "export-explorer-not-the-main-post-model",
     "make-notebooks-output-dir-a-file",
+    "mnist-data-unknown-dataset",
+    "mnist-subset-unknown-dataset",
+    "mnist-subset-over-the-committed-fashion-subset",
 ]
 # Programs that write files get an --output-dir of their own.
 WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py", "export_explorer.py")

@@ -1,4 +1,4 @@
-"""Load MNIST from the four standard IDX files, checking what is read.
+"""Load MNIST, or Fashion-MNIST, from the four standard IDX files, checking what is read.
 
 The loader looks for the files in the folder named by the environment
 variable ``MNIST_DIR``; when it is unset it uses ``../shared/data/mnist``
@@ -10,10 +10,16 @@ against the file size and the other file of the pair, and its image shape.
 A problem raises `MNISTError` with one line that says what is wrong and what
 was expected.
 
+Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017: 28 x 28 grey images of ten kinds
+of clothing) comes in MNIST's four files and format; `load_fashion_mnist`
+reads them with the same checks from ``FASHION_MNIST_DIR``, else Debian's
+``dataset-fashion-mnist`` folder ``/usr/share/datasets/fashion-mnist``, else
+``keras.datasets.fashion_mnist``.
+
 `binarize_once` draws the fixed binarisation a test set is scored on: each
 pixel ~ Bernoulli(intensity), from its own seed.
 
-Run ``python mnist_data.py`` to print a summary of the data it finds.
+Run ``python mnist_data.py`` (``--dataset fashion_mnist``) to print a summary of the data it finds.
 """
 
 import argparse
@@ -140,6 +146,49 @@ def flatten_and_scale(images):
 # [end load-mnist]
 
 
+# [start fashion-mnist]
+FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+def load_fashion_mnist(folder=None):
+    """Load Fashion-MNIST like `load_mnist`: the same four file names and format, the same checks.
+
+    Reads ``folder``, else ``$FASHION_MNIST_DIR``, else Debian's folder, else
+    falls back to ``keras.datasets.fashion_mnist`` (a download). Its labels
+    are ten kinds of clothing, 0-9.
+    """
+    if folder is None:
+        folder = os.environ.get("FASHION_MNIST_DIR") or (FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else None)
+    if folder is None:
+        import keras
+
+        try:
+            return keras.datasets.fashion_mnist.load_data()
+        except Exception as error:  # the download fails offline
+            raise MNISTError(
+                f"No local Fashion-MNIST folder ({FASHION_MNIST_DIR}) and the keras.datasets.fashion_mnist "
+                f"download failed: {error}; set FASHION_MNIST_DIR or install dataset-fashion-mnist"
+            ) from None
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise MNISTError(f"Fashion-MNIST folder not found: {folder} (expected a folder holding the four IDX .gz "
+                         "files)")  # fmt: skip
+    return tuple(read_idx_pair(folder / images, folder / labels) for images, labels in MNIST_FILES.values())
+
+
+# [end fashion-mnist]
+
+# The data sets in MNIST's format, by the name a command line gives them.
+DATASETS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
+
+
+def load_dataset(dataset, folder=None):
+    """``load_mnist(folder)`` or ``load_fashion_mnist(folder)``, by name; MNISTError for another name."""
+    if dataset not in DATASETS:
+        raise MNISTError(f"Expected `dataset` to be one of {tuple(DATASETS)}. Received: dataset={dataset!r}")
+    return DATASETS[dataset](folder)
+
+
 def check_intensities(x):
     """``x`` as float32 after checking it is a (count, dim) array of intensities in [0, 1]."""
     x = np.asarray(x)
@@ -167,15 +216,17 @@ def main(argv=None):
     parser.add_argument(
         "--mnist-dir",
         default=None,
-        help="folder with the four IDX .gz files (default: $MNIST_DIR, else ../shared/data/mnist)",
+        help="folder with the four IDX .gz files (default: $MNIST_DIR, else ../shared/data/mnist; for "
+        "Fashion-MNIST $FASHION_MNIST_DIR, else /usr/share/datasets/fashion-mnist)",
     )
+    parser.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default: mnist)")
     args = parser.parse_args(argv)
     try:
-        (x_train, y_train), (x_test, y_test) = load_mnist(args.mnist_dir)
+        (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, args.mnist_dir)
     except MNISTError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        print(f"{name}: images {x.shape} {x.dtype}, labels {y.shape}, digits {np.bincount(y, minlength=10).tolist()}")
+        print(f"{name}: images {x.shape} {x.dtype}, labels {y.shape}, per class {np.bincount(y, minlength=10).tolist()}")
     return 0
 
 
