@@ -21,6 +21,7 @@ CORE_TESTS = [
     "tests/test_training.py",
     "tests/test_checkpoints.py",
     "tests/test_likelihoods.py",
+    "tests/test_convolutional.py",
 ]
 
 

@@ -34,6 +34,7 @@ PROGRAMS = [
     "listings/vae/skeleton.py",
     "listings/vae/compose.py",
     "listings/vae/training.py",
+    "listings/vae/convolutional.py",
     "scripts/make_diagrams.py",
     "scripts/make_generated.py",
     "scripts/make_mnist_subset.py",
@@ -254,6 +255,7 @@ BAD_INPUTS = [
     ),
     ("scripts/make_notebooks.py", ["--output-dir", REPO_ROOT / "README.md"], {}, ["README.md is a file"]),
     ("listings/vae/mnist_data.py", ["--dataset", "kmnist"], {}, ["dataset='kmnist'", "'fashion_mnist'"]),
+    ("listings/vae/convolutional.py", ["--likelihood", "categorical"], {}, ["likelihood='categorical'"]),
     ("scripts/make_mnist_subset.py", ["--dataset", "emnist", "--output", "x"], {}, ["dataset='emnist'"]),
     (
         "scripts/make_mnist_subset.py",
@@ -332,6 +334,7 @@ BAD_INPUT_IDS = [
     "export-explorer-not-the-main-post-model",
     "make-notebooks-output-dir-a-file",
     "mnist-data-unknown-dataset",
+    "convolutional-categorical-pixels",
     "mnist-subset-unknown-dataset",
     "mnist-subset-over-the-committed-fashion-subset",
 ]
