@@ -45,6 +45,7 @@ STEPS = [
     ("plot_likelihoods", None),
     ("composition_experiments", "make composition"),
     ("seeds", None),
+    ("collapse_diagnostics", None),
     ("make_notebooks", None),  # last: the notebooks carry the numbers the steps above record
 ]
 
