@@ -162,10 +162,10 @@ def inline(node):
         return f"*{content}*"
     if isinstance(node, nodes.strong):
         return f"**{content}**"
-    if isinstance(node, nodes.literal):
-        return f"`{node.astext()}`"
+    if isinstance(node, nodes.literal):  # on one line: the reST source may break it
+        return f"`{' '.join(node.astext().split())}`"
     if isinstance(node, nodes.math):
-        return f"${node.astext()}$"
+        return f"${' '.join(node.astext().split())}$"
     if isinstance(node, nodes.footnote_reference):
         return f"[{node.astext()}]"
     if isinstance(node, nodes.reference):
