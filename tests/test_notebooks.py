@@ -79,7 +79,8 @@ def test_the_conversion_of_a_small_post(tmp_path):
     text = f""".. title: Demo
 .. slug: demo
 
-A number :math:`x^2` and ``code`` [#ref]_.
+A number :math:`x^2` and ``two
+words`` [#ref]_.
 
 .. TEASER_END
 
@@ -119,7 +120,7 @@ First part
     parts = []
     make_notebooks.blocks(make_notebooks.doctree(text), 1, parts)
     assert parts == [
-        ("markdown", "A number $x^2$ and `code` [1]."),
+        ("markdown", "A number $x^2$ and `two words` [1]."),  # a literal broken across lines, on one
         ("heading", "## First part"),
         ("markdown", "$$\n\\log p(x) \\ge \\mathcal{L}\n$$"),
         ("markdown", f"From `{listing}`:\n\n```python\ndef f(x):\n    return math.exp(x)\n```"),
