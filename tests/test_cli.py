@@ -213,6 +213,8 @@ BAD_INPUTS = [
         ["divergence='closed_form' needs a Gaussian posterior", "iaf posterior"],
     ),
     ("listings/vae/compose.py", ["--objective", "iwae", "--divergence", "adversarial"], {}, ["objective='iwae'"]),
+    ("listings/vae/compose.py", ["--encoder", "conv", "--posterior", "implicit"], {}, ["encoder='conv'", "implicit"]),
+    ("listings/vae/compose.py", ["--objective", "iwae", "--kl-weight", "2"], {}, ["kl_weight=1", "kl_weight=2.0"]),
     ("listings/vae/training.py", ["--epochs", "0"], {}, ["epochs=0", "positive integer"]),
     ("listings/vae/training.py", ["--objective", "elbow"], {}, ["objective='elbow'", "one of ('elbo', 'iwae')"]),
     (
@@ -327,6 +329,8 @@ BAD_INPUT_IDS = [
     "skeleton-samples-negative",
     "compose-closed-form-kl-of-a-flow",
     "compose-iwae-with-an-estimated-ratio",
+    "compose-conv-encoder-of-an-implicit-posterior",
+    "compose-iwae-with-a-kl-weight",
     "training-epochs-0",
     "training-unknown-objective",
     "likelihood-experiments-unknown-part",

@@ -174,3 +174,79 @@ def test_the_first_posts_listing_computes_what_the_composed_vae_computes_with_th
     composed_loss = NegativeObjective("elbo", "bernoulli")(x, [parameters, log_ratio])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(first_loss), np.mean(nll + kl), rtol=1e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(composed_loss), np.mean(nll + kl), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# The KL weight (beta) and its warm-up: training only, counted in steps
+# ---------------------------------------------------------------------------
+
+
+def weighted_and_plain(kl_weight, kl_warmup_steps):
+    """A weighted VAE and the same VAE (same weights) without the weight."""
+    keras.utils.set_random_seed(0)
+    weighted = compose_vae(DATA_DIM, LATENT_DIM, hidden_units=4, kl_weight=kl_weight, kl_warmup_steps=kl_warmup_steps)
+    plain = compose_vae(DATA_DIM, LATENT_DIM, hidden_units=4)
+    plain.set_weights([w for w, v in zip(weighted.get_weights(), weighted.weights, strict=True) if v.name != "step"])
+    return weighted, plain
+
+
+def test_the_kl_weight_rises_over_the_warm_up_and_acts_in_training_only():
+    """Step t of training sees beta * min(1, t / W) times the log ratio; a call outside training sees it
+    unweighted and counts no step."""
+    rng = np.random.default_rng(0)
+    weighted, plain = weighted_and_plain(kl_weight=2.0, kl_warmup_steps=4)
+    x = data("bernoulli", rng)
+    inputs = model_inputs(weighted, x, 3, rng)
+    unweighted = keras.ops.convert_to_numpy(plain(inputs)[1])
+    assert np.all(unweighted <= 0) and np.any(unweighted < -1e-2)  # -KL in closed form, nonzero somewhere
+    step = weighted.get_layer("kl_weight").step
+    for t in range(1, 7):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(weighted(inputs)[1]), unweighted, rtol=1e-6)
+        got = keras.ops.convert_to_numpy(weighted(inputs, training=True)[1])
+        np.testing.assert_allclose(got, 2.0 * min(1.0, t / 4) * unweighted, rtol=1e-6)
+        assert float(keras.ops.convert_to_numpy(step)) == t
+
+
+def test_training_minimises_the_weighted_objective_and_evaluation_reports_the_true_one():
+    """One training step's loss is the beta-weighted negative ELBO of the weights before the step (from the
+    plain model's outputs); `evaluate` reports the plain model's negative ELBO; and `fit` counts its steps, on
+    every backend (under JAX the count is state the compiled step returns)."""
+    rng = np.random.default_rng(1)
+    weighted, plain = weighted_and_plain(kl_weight=0.5, kl_warmup_steps=0)
+    x = data("bernoulli", rng, count=8)
+    inputs = model_inputs(weighted, x, 2, rng)
+    loss = NegativeObjective("elbo", "bernoulli")
+    for model in (weighted, plain):
+        model.compile(optimizer="adam", loss=loss)
+    parameters, log_ratio = (keras.ops.convert_to_numpy(t) for t in plain(inputs))
+    expected = float(keras.ops.convert_to_numpy(loss(x, [parameters, 0.5 * log_ratio])))
+    assert float(keras.ops.convert_to_numpy(loss(x, [parameters, log_ratio]))) > expected + 1e-3  # weight matters
+    assert weighted.evaluate(inputs, x, batch_size=8, verbose=0) == pytest.approx(plain.evaluate(inputs, x, verbose=0),
+                                                                                  rel=1e-6)  # fmt: skip
+    history = weighted.fit(inputs, x, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
+    weighted.fit(inputs, x, batch_size=2, epochs=2, verbose=0)
+    assert float(keras.ops.convert_to_numpy(weighted.get_layer("kl_weight").step)) == 1 + 2 * 4
+
+
+def test_a_plain_elbo_has_no_weight_layer():
+    assert "kl_weight" not in [layer.name for layer in compose_vae(DATA_DIM, LATENT_DIM, hidden_units=4).layers]
+
+
+@pytest.mark.parametrize(
+    "objective, kl_weight, kl_warmup_steps, message",
+    [
+        ("iwae", 2.0, 0, "objective='iwae' is a bound on log p\\(x\\) only with the weights"),
+        ("iwae", 1.0, 10, "Received: kl_weight=1.0, kl_warmup_steps=10"),
+        ("elbo", 0.0, 0, "positive number. Received: kl_weight=0.0"),
+        ("elbo", -1.0, 0, "positive number. Received: kl_weight=-1.0"),
+        ("elbo", 1.0, -5, "integer >= 0. Received: -5"),
+        ("elbo", 1.0, 2.5, "integer >= 0. Received: 2.5"),
+    ],
+    ids=["iwae-beta", "iwae-warm-up", "zero-beta", "negative-beta", "negative-warm-up", "fractional-warm-up"],
+)
+def test_a_weight_the_objective_cannot_take_is_refused(objective, kl_weight, kl_warmup_steps, message):
+    divergence = "monte_carlo" if objective == "iwae" else "closed_form"
+    with pytest.raises(ValueError, match=message):
+        compose_vae(DATA_DIM, LATENT_DIM, divergence=divergence, objective=objective, hidden_units=4,
+                    kl_weight=kl_weight, kl_warmup_steps=kl_warmup_steps)  # fmt: skip

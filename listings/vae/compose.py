@@ -30,7 +30,8 @@ and is scored with S = 5000 without being rebuilt. Combinations without a
 meaning are refused when the model is built (`check_parts`).
 
 Run ``python compose.py --posterior iaf --likelihood continuous_bernoulli
---objective iwae`` to print the summary of one such model.
+--objective iwae`` to print the summary of one such model (``--encoder conv
+--decoder conv`` for convolutional networks).
 """
 
 import argparse
@@ -40,6 +41,7 @@ import keras
 from keras import layers, ops
 
 from avb import build_implicit_encoder
+from convolutional import IMAGE_SHAPE, NETWORKS, build_conv_decoder, build_conv_encoder, check_networks
 from discriminator import build_discriminator
 from flows import FLOWS, FlowKL, build_flow
 from kl_divergence import (
@@ -51,9 +53,9 @@ from kl_divergence import (
     MonteCarloKL,
 )
 from likelihoods import LIKELIHOODS, negative_log_likelihood
-from objectives import OBJECTIVES, BoundModel, bound_from_log_weights
+from objectives import OBJECTIVES, BoundModel, KLWeight, bound_from_log_weights, check_kl_weight
 from skeleton import GlobalPosterior, build_decoder, build_linear_decoder, check_sizes
-from variational_autoencoder import PACKAGE, build_encoder, check_positive_ints, hidden_name, reparameterize
+from variational_autoencoder import PACKAGE, build_encoder, check_positive_ints, reparameterize
 
 POSTERIORS = ("gaussian", *FLOWS, "implicit", "global")
 DIVERGENCES = ESTIMATORS
@@ -201,13 +203,16 @@ def divergence_estimator(divergence, posterior, data_dim, latent_dim, discrimina
 
 
 # [start posterior]
-def sample_posterior(posterior, x, eps, hidden_units, hidden_layers, activation, num_flows=2, flow_hidden_units=64):
+def sample_posterior(posterior, x, eps, hidden_units, hidden_layers, activation, num_flows=2, flow_hidden_units=64,
+                     network="mlp", image_shape=IMAGE_SHAPE):  # fmt: skip
     """``z ~ q(z|x)`` from the noise ``eps``, with the tensors its density needs, for a `posterior` choice.
 
     Returns a dict with ``z`` (batch, samples, latent_dim); for a Gaussian
     also ``z_mean`` and ``z_log_var``; for a flow also ``z_0``, the Gaussian
     draw the flow starts from, and ``log_det``, the flow's log-determinant
-    per sample. A flow reads the encoder's last hidden layer as context.
+    per sample. The encoder ``network`` is dense (``"mlp"``) or
+    convolutional (``"conv"``, reading ``x`` as an image of
+    ``image_shape``); a flow reads its last hidden layer as context.
     """
     data_dim, latent_dim = x.shape[-1], eps.shape[-1]
     if posterior == "global":  # one q(z) for every example: the same z_mean row for each
@@ -215,11 +220,14 @@ def sample_posterior(posterior, x, eps, hidden_units, hidden_layers, activation,
         return {"z": reparameterize(z_mean, z_log_var, eps), "z_mean": z_mean, "z_log_var": z_log_var}
     if posterior == "implicit":
         return {"z": build_implicit_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)([x, eps])}
-    encoder = build_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)
+    if network == "conv":
+        encoder = build_conv_encoder(latent_dim, image_shape, hidden_units=hidden_units)
+    else:
+        encoder = build_encoder(data_dim, hidden_units, latent_dim, hidden_layers, activation)
     if posterior not in FLOWS:
         z_mean, z_log_var = encoder(x)
         return {"z": reparameterize(z_mean, z_log_var, eps), "z_mean": z_mean, "z_log_var": z_log_var}
-    context = encoder.get_layer(hidden_name("encoder_hidden", hidden_layers - 1)).output
+    context = [layer for layer in encoder.layers if layer.name.startswith("encoder_hidden")][-1].output
     encoder = keras.Model(encoder.inputs[0], [*encoder.outputs, context], name="encoder")
     z_mean, z_log_var, context = encoder(x)
     z_0 = reparameterize(z_mean, z_log_var, eps)
@@ -250,6 +258,10 @@ def compose_vae(
     decoder="mlp",
     target_dim=None,
     num_examples=None,
+    encoder="mlp",
+    image_shape=IMAGE_SHAPE,
+    kl_weight=1.0,
+    kl_warmup_steps=0,
 ):
     """The VAE with the parts named; compile it with ``loss=NegativeObjective(objective, likelihood)``.
 
@@ -266,8 +278,15 @@ def compose_vae(
     ``z`` holds the weights and biases of a linear model, so ``latent_dim``
     is ``(data_dim + 1) * width``. A global posterior's one KL is shared by
     the ``num_examples`` training examples: each carries ``1 / N`` of it.
+
+    ``encoder="conv"`` and ``decoder="conv"`` swap the dense networks for
+    strided convolutions over ``x`` read as an image of ``image_shape``.
+    ``kl_weight`` (beta) and ``kl_warmup_steps`` weight the log density
+    ratio in training only (`KLWeight`), for the ELBO.
     """
     check_parts(posterior, divergence, likelihood, objective)
+    check_networks(encoder, decoder, posterior, likelihood, data_dim, image_shape)
+    check_kl_weight(objective, kl_weight, kl_warmup_steps)
     check_positive_ints(
         data_dim=data_dim, latent_dim=latent_dim, hidden_units=hidden_units, hidden_layers=hidden_layers
     )
@@ -277,10 +296,13 @@ def compose_vae(
     eps = keras.Input(shape=(None, latent_dim), name="eps")
     inputs = [x, eps]
     terms = {"x": x, **sample_posterior(posterior, x, eps, hidden_units, hidden_layers, activation, num_flows,
-                                        flow_hidden_units)}  # fmt: skip
+                                        flow_hidden_units, encoder, image_shape)}  # fmt: skip
     # [start decoder-choice]
     if decoder == "linear":  # p(y | x, z): z is the linear model's weights
         parameters = build_linear_decoder(likelihood, data_dim, width, heteroscedastic)([x, terms["z"]])
+    elif decoder == "conv":
+        decoder_network = build_conv_decoder(likelihood, latent_dim, image_shape, heteroscedastic=heteroscedastic)
+        parameters = decoder_network(terms["z"])
     else:
         parameters = build_decoder(likelihood, width, hidden_units, latent_dim, hidden_layers, activation,
                                    heteroscedastic=heteroscedastic)(terms["z"])  # fmt: skip
@@ -295,6 +317,8 @@ def compose_vae(
                                      discriminator_layers)  # fmt: skip
     scale = 1.0 / num_examples if posterior == "global" else 1.0
     log_ratio = PerSampleLogRatio(estimator, scale, name="log_ratio")(terms)
+    if kl_weight != 1 or kl_warmup_steps:
+        log_ratio = KLWeight(kl_weight, kl_warmup_steps, name="kl_weight")(log_ratio)
 
     name = f"vae_{posterior}_{divergence}_{likelihood}_{objective}"
     return BoundModel(inputs=inputs, outputs=[parameters, log_ratio], name=name)
@@ -311,6 +335,10 @@ def main(argv=None):
     parser.add_argument("--likelihood", default="bernoulli", help=f"one of {LIKELIHOODS} (default: bernoulli)")
     parser.add_argument("--objective", default="elbo", help=f"one of {OBJECTIVES} (default: elbo)")
     parser.add_argument("--latent-dim", type=int, default=2, help="dimension of z (default: 2)")
+    parser.add_argument("--encoder", default="mlp", help=f"the encoder network, one of {NETWORKS} (default: mlp)")
+    parser.add_argument("--decoder", default="mlp", help=f"the decoder network, one of {NETWORKS} (default: mlp)")
+    parser.add_argument("--kl-weight", type=float, default=1.0, help="beta, the weight of the KL (default: 1)")
+    parser.add_argument("--kl-warmup-steps", type=int, default=0, help="steps of KL warm-up (default: 0, none)")
     args = parser.parse_args(argv)
     divergence = args.divergence
     if divergence is None:
@@ -320,7 +348,8 @@ def main(argv=None):
     try:
         vae = compose_vae(
             1 if categorical else 784, args.latent_dim, args.posterior, divergence, args.likelihood, args.objective,
-            num_classes=10 if categorical else None,
+            num_classes=10 if categorical else None, encoder=args.encoder, decoder=args.decoder,
+            kl_weight=args.kl_weight, kl_warmup_steps=args.kl_warmup_steps,
         )  # fmt: skip
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -33,6 +33,7 @@ from variational_autoencoder import PACKAGE, check_positive_ints, hidden_name
 
 IMAGE_SHAPE = (28, 28, 1)
 IMAGE_LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")  # a parameter (or two) per pixel
+NETWORKS = ("mlp", "conv")  # the choices of `compose_vae`'s encoder and decoder networks
 
 
 # [start fold]
@@ -74,6 +75,22 @@ def check_image_parts(data_dim, likelihood, image_shape=IMAGE_SHAPE):
     if image_shape[0] % 4 or image_shape[1] % 4:
         raise ValueError(f"Two stride-2 layers halve the image twice: height and width divisible by 4. "
                          f"Received: image_shape={tuple(image_shape)}")  # fmt: skip
+
+
+def check_networks(encoder, decoder, posterior, likelihood, data_dim, image_shape=IMAGE_SHAPE):
+    """A ValueError unless a convolutional encoder or decoder fits the other parts (the dense ones always do)."""
+    for part, value, choices in (("encoder", encoder, NETWORKS), ("decoder", decoder, (*NETWORKS, "linear"))):
+        if value not in choices:
+            raise ValueError(f"Expected `{part}` to be one of {choices}. Received: {part}={value!r}")
+    if encoder == "conv" and posterior in ("implicit", "global"):
+        raise ValueError(
+            "encoder='conv' computes z_mean and z_log_var of a Gaussian (or a flow's base) from the image: "
+            f"posterior in ('gaussian', 'planar', 'iaf'). Received: posterior={posterior!r}"
+        )
+    if encoder == "conv":
+        check_image_parts(data_dim, "bernoulli", image_shape)
+    if decoder == "conv":
+        check_image_parts(data_dim, likelihood, image_shape)
 
 
 # [start encoder]

@@ -11,10 +11,10 @@ A problem raises `MNISTError` with one line that says what is wrong and what
 was expected.
 
 Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017: 28 x 28 grey images of ten kinds
-of clothing) comes in MNIST's four files and format; `load_fashion_mnist`
-reads them with the same checks from ``FASHION_MNIST_DIR``, else Debian's
-``dataset-fashion-mnist`` folder ``/usr/share/datasets/fashion-mnist``, else
-``keras.datasets.fashion_mnist``.
+of clothing) comes in MNIST's four files and format; `load_dataset`
+(``"fashion_mnist"``) reads them with the same checks from
+``FASHION_MNIST_DIR``, else Debian's ``dataset-fashion-mnist`` folder
+``/usr/share/datasets/fashion-mnist``, else ``keras.datasets.fashion_mnist``.
 
 `binarize_once` draws the fixed binarisation a test set is scored on: each
 pixel ~ Bernoulli(intensity), from its own seed.
@@ -93,44 +93,77 @@ def read_idx_pair(images_path, labels_path):
     return images, labels
 
 
-def resolve_mnist_dir(mnist_dir=None):
-    """The folder to read: the argument, else ``MNIST_DIR``, else the default.
+# The data sets in MNIST's four files and format, by the name a command line gives them: the name in messages,
+# the environment variable that names a local folder, the folder read when it is unset (MNIST's beside the
+# project, Debian's dataset-fashion-mnist), and the keras.datasets module to download from when that is missing.
+DATASETS = {
+    "mnist": ("MNIST", "MNIST_DIR", DEFAULT_MNIST_DIR, "mnist"),
+    "fashion_mnist": ("Fashion-MNIST", "FASHION_MNIST_DIR", pathlib.Path("/usr/share/datasets/fashion-mnist"),
+                      "fashion_mnist"),  # fmt: skip
+}
+
+
+def check_dataset(dataset):
+    if dataset not in DATASETS:
+        raise MNISTError(f"Expected `dataset` to be one of {tuple(DATASETS)}. Received: dataset={dataset!r}")
+    return DATASETS[dataset]
+
+
+def resolve_folder(dataset="mnist", folder=None):
+    """The folder to read: the argument, else the data set's environment variable, else its default folder.
 
     Returns ``None`` when neither was given and the default folder does not
-    exist, meaning: fall back to ``keras.datasets.mnist``.
+    exist, meaning: fall back to ``keras.datasets``.
     """
-    if mnist_dir is None:
-        mnist_dir = os.environ.get("MNIST_DIR") or None
-        if mnist_dir is None:
-            return DEFAULT_MNIST_DIR.resolve() if DEFAULT_MNIST_DIR.is_dir() else None
-    mnist_dir = pathlib.Path(mnist_dir)
-    if not mnist_dir.is_dir():
-        raise MNISTError(f"MNIST folder not found: {mnist_dir} (expected a folder holding the four IDX .gz files)")
-    return mnist_dir
+    title, variable, default, _ = check_dataset(dataset)
+    if folder is None:
+        folder = os.environ.get(variable) or None
+        if folder is None:
+            return default.resolve() if default.is_dir() else None
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise MNISTError(f"{title} folder not found: {folder} (expected a folder holding the four IDX .gz files)")
+    return folder
+
+
+def resolve_mnist_dir(mnist_dir=None):
+    """`resolve_folder` for MNIST: ``mnist_dir``, else ``MNIST_DIR``, else the folder beside the project."""
+    return resolve_folder("mnist", mnist_dir)
 
 
 # [start load-mnist]
-def load_mnist(mnist_dir=None):
-    """Load MNIST as ``(x_train, y_train), (x_test, y_test)`` of uint8 arrays.
+def load_dataset(dataset="mnist", folder=None):
+    """Load ``"mnist"`` or ``"fashion_mnist"`` as ``(x_train, y_train), (x_test, y_test)`` of uint8 arrays.
 
-    Images have shape ``(count, 28, 28)``, labels ``(count,)``, like
-    ``keras.datasets.mnist.load_data()``, which is the fallback when no
-    local folder is found.
+    Images have shape ``(count, 28, 28)``, labels ``(count,)`` (digits, or
+    ten kinds of clothing), like ``keras.datasets.mnist.load_data()``, which
+    (or its Fashion-MNIST twin) is the fallback when no local folder is found.
     """
-    folder = resolve_mnist_dir(mnist_dir)
+    title, variable, default, module = check_dataset(dataset)
+    folder = resolve_folder(dataset, folder)
     if folder is None:
         import keras
 
         try:
-            return keras.datasets.mnist.load_data()
+            return getattr(keras.datasets, module).load_data()
         except Exception as error:  # the download fails offline
             raise MNISTError(
-                f"No local MNIST folder ({DEFAULT_MNIST_DIR.resolve()}) and the "
-                f"keras.datasets.mnist download failed: {error}; set MNIST_DIR"
+                f"No local {title} folder ({default.resolve()}) and the keras.datasets.{module} download "
+                f"failed: {error}; set {variable}"
             ) from None
     return tuple(
         read_idx_pair(folder / images_name, folder / labels_name) for images_name, labels_name in MNIST_FILES.values()
     )
+
+
+def load_mnist(mnist_dir=None):
+    """MNIST's ``(x_train, y_train), (x_test, y_test)``: `load_dataset` ``("mnist", mnist_dir)``."""
+    return load_dataset("mnist", mnist_dir)
+
+
+def load_fashion_mnist(folder=None):
+    """Fashion-MNIST's ``(x_train, y_train), (x_test, y_test)``: `load_dataset` ``("fashion_mnist", folder)``."""
+    return load_dataset("fashion_mnist", folder)
 
 
 def flatten_and_scale(images):
@@ -144,49 +177,6 @@ def flatten_and_scale(images):
 
 
 # [end load-mnist]
-
-
-# [start fashion-mnist]
-FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
-
-
-def load_fashion_mnist(folder=None):
-    """Load Fashion-MNIST like `load_mnist`: the same four file names and format, the same checks.
-
-    Reads ``folder``, else ``$FASHION_MNIST_DIR``, else Debian's folder, else
-    falls back to ``keras.datasets.fashion_mnist`` (a download). Its labels
-    are ten kinds of clothing, 0-9.
-    """
-    if folder is None:
-        folder = os.environ.get("FASHION_MNIST_DIR") or (FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else None)
-    if folder is None:
-        import keras
-
-        try:
-            return keras.datasets.fashion_mnist.load_data()
-        except Exception as error:  # the download fails offline
-            raise MNISTError(
-                f"No local Fashion-MNIST folder ({FASHION_MNIST_DIR}) and the keras.datasets.fashion_mnist "
-                f"download failed: {error}; set FASHION_MNIST_DIR or install dataset-fashion-mnist"
-            ) from None
-    folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        raise MNISTError(f"Fashion-MNIST folder not found: {folder} (expected a folder holding the four IDX .gz "
-                         "files)")  # fmt: skip
-    return tuple(read_idx_pair(folder / images, folder / labels) for images, labels in MNIST_FILES.values())
-
-
-# [end fashion-mnist]
-
-# The data sets in MNIST's format, by the name a command line gives them.
-DATASETS = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}
-
-
-def load_dataset(dataset, folder=None):
-    """``load_mnist(folder)`` or ``load_fashion_mnist(folder)``, by name; MNISTError for another name."""
-    if dataset not in DATASETS:
-        raise MNISTError(f"Expected `dataset` to be one of {tuple(DATASETS)}. Received: dataset={dataset!r}")
-    return DATASETS[dataset](folder)
 
 
 def check_intensities(x):
@@ -226,7 +216,8 @@ def main(argv=None):
     except MNISTError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        print(f"{name}: images {x.shape} {x.dtype}, labels {y.shape}, per class {np.bincount(y, minlength=10).tolist()}")
+        counts = np.bincount(y, minlength=10).tolist()
+        print(f"{name}: images {x.shape} {x.dtype}, labels {y.shape}, per class {counts}")
     return 0
 
 

@@ -23,7 +23,7 @@ import sys
 
 import keras
 import numpy as np
-from keras import ops
+from keras import layers, ops
 
 from variational_autoencoder import PACKAGE
 
@@ -76,6 +76,67 @@ class BoundModel(keras.Model):
 
 
 # [end bound-model]
+
+
+# [start kl-weight]
+def check_kl_weight(objective, kl_weight=1.0, kl_warmup_steps=0):
+    """A ValueError unless the weight of the log density ratio is one the objective can take."""
+    if not (isinstance(kl_weight, (int, float)) and kl_weight > 0):
+        raise ValueError(f"Expected `kl_weight` (beta) to be a positive number. Received: kl_weight={kl_weight!r}")
+    if not (isinstance(kl_warmup_steps, int) and kl_warmup_steps >= 0):
+        raise ValueError(f"Expected `kl_warmup_steps` to be an integer >= 0. Received: {kl_warmup_steps!r}")
+    if objective == "iwae" and (kl_weight != 1 or kl_warmup_steps):
+        raise ValueError(
+            "objective='iwae' is a bound on log p(x) only with the weights p(x, z) / q(z|x) as they are: "
+            f"kl_weight=1 and kl_warmup_steps=0. Received: kl_weight={kl_weight}, kl_warmup_steps={kl_warmup_steps}"
+        )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class KLWeight(layers.Layer):
+    """``log p(z) - log q(z|x)`` times ``beta * min(1, t / warmup_steps)`` in training; unchanged otherwise.
+
+    ``t`` counts the training steps (a non-trainable variable, saved with
+    the model). With ``beta = 1`` and no warm-up the ELBO is unchanged;
+    ``beta > 1`` trains on a looser lower bound of ``log p(x)``, and ``beta
+    < 1`` (or a warm-up weight below 1) on no bound at all. Evaluation and
+    prediction see the ratio unweighted, so ``val_loss`` and every test
+    score are those of the true ELBO or bound.
+
+    Args:
+        beta: the weight once warmed up, > 0.
+        warmup_steps: the training steps over which the weight rises
+            linearly from ``beta / warmup_steps`` to ``beta``; 0 for none.
+    """
+
+    def __init__(self, beta=1.0, warmup_steps=0, **kwargs):
+        check_kl_weight("elbo", beta, warmup_steps)
+        super().__init__(**kwargs)
+        self.beta, self.warmup_steps = float(beta), int(warmup_steps)
+
+    def build(self, input_shape):
+        self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step")
+
+    def weight(self):
+        """The weight of the current step: ``beta * min(1, t / warmup_steps)``."""
+        if not self.warmup_steps:
+            return ops.convert_to_tensor(self.beta)
+        return self.beta * ops.minimum(1.0, self.step / self.warmup_steps)
+
+    def call(self, log_ratio, training=False):
+        if not training:
+            return log_ratio
+        self.step.assign_add(1.0)
+        return ops.cast(self.weight(), log_ratio.dtype) * log_ratio
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta, "warmup_steps": self.warmup_steps}
+
+
+# [end kl-weight]
 
 
 def main(argv=None):

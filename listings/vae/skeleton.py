@@ -28,7 +28,7 @@ from keras import layers, ops
 from likelihoods import NegativeLogLikelihood, likelihood_head, parameter_width
 from variational_autoencoder import PACKAGE, check_positive_int, check_positive_ints, hidden_name
 
-DECODERS = ("mlp", "linear")  # a network of z, or a linear model whose weights are z
+DECODERS = ("mlp", "conv", "linear")  # a network of z (dense or convolutional), or a linear model whose weights are z
 
 
 # [start decoder]
@@ -153,9 +153,9 @@ def check_sizes(data_dim, latent_dim, posterior, likelihood, decoder, num_classe
         check_positive_ints(num_examples=num_examples)
     if likelihood == "categorical":
         check_positive_ints(num_classes=num_classes)
-    if decoder == "mlp":
+    if decoder != "linear":
         if target_dim is not None:
-            raise ValueError(f"`target_dim` is for decoder='linear'; an mlp's target is x. Received: {target_dim}")
+            raise ValueError(f"`target_dim` is for decoder='linear'; a network's target is x. Received: {target_dim}")
         if likelihood == "categorical" and data_dim != 1:
             raise ValueError(f"A categorical likelihood models one label per example: data_dim=1. Received: {data_dim}")
         return num_classes if likelihood == "categorical" else data_dim
