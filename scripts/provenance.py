@@ -56,17 +56,18 @@ def input_hashes(paths, settings):
     return hashes
 
 
-def mnist_data_files(mnist_dir=None):
-    """The four local MNIST IDX files a record hashes; MNISTError when one is missing."""
-    from mnist_data import MNIST_FILES, MNISTError, resolve_mnist_dir
+def mnist_data_files(mnist_dir=None, dataset="mnist"):
+    """The four local IDX files of MNIST (or of ``dataset``) a record hashes; MNISTError when one is missing."""
+    from mnist_data import DATASETS, MNIST_FILES, MNISTError, resolve_folder
 
-    folder = resolve_mnist_dir(mnist_dir)
+    title, variable = DATASETS.get(dataset, (dataset, "MNIST_DIR"))[:2]
+    folder = resolve_folder(dataset, mnist_dir)
     if folder is None:
-        raise MNISTError("no local MNIST folder: the record needs the IDX files to hash; set MNIST_DIR")
+        raise MNISTError(f"no local {title} folder: the record needs the IDX files to hash; set {variable}")
     data_files = [folder / name for pair in MNIST_FILES.values() for name in pair]
     for path in data_files:
         if not path.is_file():
-            raise MNISTError(f"Missing MNIST file: expected {path.name} in {folder}")
+            raise MNISTError(f"Missing {title} file: expected {path.name} in {folder}")
     return data_files
 
 
@@ -242,21 +243,27 @@ def part_fingerprint(script, part, quick_settings, run_part, timing=False, extra
 
 
 def on_the_fingerprint_data(run):
-    """``run()`` as a fingerprint runs it: Keras seeded with 0, ``MNIST_DIR`` the committed subset."""
+    """``run()`` as a fingerprint runs it: Keras seeded with 0, ``MNIST_DIR`` (and ``FASHION_MNIST_DIR``) the
+    committed subsets."""
 
     import keras
 
     # Fixed seeds for what the run does not seed itself (a model built before its training seeds).
     keras.utils.set_random_seed(0)
-    previous = os.environ.get("MNIST_DIR")
-    os.environ["MNIST_DIR"] = str(FINGERPRINT_MNIST_DIR)
+    folders = {
+        "MNIST_DIR": FINGERPRINT_MNIST_DIR,
+        "FASHION_MNIST_DIR": FINGERPRINT_MNIST_DIR.with_name("fashion-mnist"),
+    }
+    previous = {variable: os.environ.get(variable) for variable in folders}
+    os.environ.update({variable: str(folder) for variable, folder in folders.items()})
     try:
         return run()
     finally:
-        if previous is None:
-            os.environ.pop("MNIST_DIR", None)
-        else:
-            os.environ["MNIST_DIR"] = previous
+        for variable, value in previous.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 def fingerprint_numbers(results, probe=None):
@@ -290,9 +297,12 @@ FINGERPRINT_MNIST_DIR = REPO_ROOT / "tests" / "data" / "mnist"
 
 def experiment_inputs(module, part, settings):
     """What a part depends on besides the behaviour of its code: its settings, for the parts in
-    ``module.MNIST_PARTS`` the MNIST files (MNISTError when one is missing), and the files named in
+    ``module.MNIST_PARTS`` the MNIST files (for those in ``module.DATA_PARTS``, ``{part: dataset}``, the data
+    set's files; MNISTError when one is missing), and the files named in
     ``module.INPUT_FILES`` (``{part: [path]}``, say a committed model the part scores again)."""
-    paths = mnist_data_files() if part in getattr(module, "MNIST_PARTS", ()) else []
+    mnist = "mnist" if part in getattr(module, "MNIST_PARTS", ()) else None
+    dataset = getattr(module, "DATA_PARTS", {}).get(part, mnist)
+    paths = mnist_data_files(dataset=dataset) if dataset else []
     paths += getattr(module, "INPUT_FILES", {}).get(part, [])
     return input_hashes(paths, settings[part])
 

@@ -1,0 +1,65 @@
+"""scripts/conv_experiments.py: a quick run on the committed MNIST and Fashion-MNIST subsets writes both records,
+whose paired differences are those of the per-image estimates saved beside them, whose saved models score the
+same again, and whose data pipelines feed each likelihood its own kind of pixels."""
+
+import json
+
+import numpy as np
+import pytest
+
+import conv_experiments
+from conftest import MNIST_SUBSET_DIR, run_python
+
+SUBSETS = {"MNIST_DIR": str(MNIST_SUBSET_DIR), "FASHION_MNIST_DIR": str(MNIST_SUBSET_DIR.with_name("fashion-mnist"))}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("conv")
+    result = run_python(["scripts/conv_experiments.py", "--quick", "--output-dir", output_dir], env=SUBSETS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return output_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", conv_experiments.PARTS)
+def test_a_quick_run_records_both_networks_and_their_paired_difference(part, quick_run):
+    settings = conv_experiments.QUICK[part]
+    record = json.loads((quick_run / f"{part}.json").read_text())
+    results = record["results"]
+    log_px = np.load(quick_run / part / "log_px.npz")
+    for network in conv_experiments.NETWORKS:
+        row = results[network]
+        assert len(log_px[network]) == results["num_test"] == settings["num_test"]
+        assert row["test_nll"] == pytest.approx(-log_px[network].mean(), rel=1e-9)
+        assert len(row["kl_per_dimension"]) == settings["latent_dim"] and min(row["kl_per_dimension"]) >= 0
+        assert 0 <= row["active_units"] <= settings["latent_dim"]
+        assert row["bias"]["num_samples"] == settings["bias"]["num_samples"]
+        assert (quick_run / part / f"{network}.keras").is_file()
+    difference = -(log_px["conv"] - log_px["mlp"])
+    paired = results["paired_with_mlp"]["conv"]
+    assert paired["difference"] == pytest.approx(difference.mean(), rel=1e-9)
+    assert paired["stderr"] == pytest.approx(difference.std(ddof=1) / np.sqrt(len(difference)), rel=1e-9)
+    images = np.load(quick_run / f"{part}_images.npz")
+    assert images["conv/reconstruction"].shape == images["data"].shape == (settings["num_images"], 784)
+    again = run_python(["scripts/conv_experiments.py", "--quick", "--if-stale", "--output-dir", quick_run],
+                       env=SUBSETS)  # fmt: skip
+    assert again.returncode == 0 and "nothing to run" in again.stdout
+
+
+@pytest.mark.parametrize("part", conv_experiments.PARTS)
+def test_each_likelihood_gets_its_own_kind_of_pixels(part, monkeypatch):
+    """Bernoulli: binary test images and intensities for `fit_vae` to binarise; continuous Bernoulli: grey
+    levels strictly inside (0, 1), the test images dequantised once (no two pixels of a level alike)."""
+    for variable, folder in SUBSETS.items():
+        monkeypatch.setenv(variable, folder)
+    settings = conv_experiments.QUICK[part]
+    x_train, x_test, pixels = conv_experiments.load_pixels(settings)
+    assert x_train.shape == (settings["num_train"], 784) and x_test.shape == (settings["num_test"], 784)
+    if settings["likelihood"] == "bernoulli":
+        assert pixels == {"binarize": True} and set(np.unique(x_test)) <= {0.0, 1.0}
+        assert 0 < len(np.unique(x_train)) and x_train.max() == 1.0
+    else:
+        assert pixels == {"dequantize": True}
+        assert 0 < x_test.min() and x_test.max() < 1 and len(np.unique(x_test)) > 256
+        assert np.allclose(x_train * 256, np.round(x_train * 256)) and x_train.max() < 1
