@@ -59,6 +59,8 @@ PROGRAMS = [
     "scripts/composition_experiments.py",
     "scripts/conv_experiments.py",
     "scripts/plot_conv.py",
+    "scripts/kl_weight_experiments.py",
+    "scripts/plot_kl_weight.py",
     "scripts/claims.py",
     "scripts/seeds.py",
 ]
@@ -230,6 +232,9 @@ BAD_INPUTS = [
     ("scripts/conv_experiments.py", ["--parts", "cifar"], SUBSET, ["unknown parts", "mnist, fashion_mnist"]),
     ("scripts/conv_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
     ("scripts/plot_conv.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "conv_experiments.py"]),
+    ("scripts/kl_weight_experiments.py", ["--parts", "gamma"], SUBSET, ["unknown parts", "beta, warmup"]),
+    ("scripts/kl_weight_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+    ("scripts/plot_kl_weight.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "kl_weight_experiments"]),
     (
         "scripts/conv_experiments.py",
         ["--parts", "fashion_mnist"],
@@ -351,6 +356,9 @@ BAD_INPUT_IDS = [
     "conv-experiments-quick-over-committed",
     "conv-experiments-missing-fashion-mnist",
     "plot-conv-missing-results",
+    "kl-weight-experiments-unknown-part",
+    "kl-weight-experiments-quick-over-committed",
+    "plot-kl-weight-missing-results",
     "plot-likelihoods-missing-results",
     "composition-experiments-quick-over-committed",
     "composition-experiments-unknown-part",

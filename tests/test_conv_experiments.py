@@ -27,7 +27,8 @@ def test_a_quick_run_records_both_networks_and_their_paired_difference(part, qui
     settings = conv_experiments.QUICK[part]
     record = json.loads((quick_run / f"{part}.json").read_text())
     results = record["results"]
-    log_px = np.load(quick_run / part / "log_px.npz")
+    with np.load(quick_run / part / "log_px.npz") as arrays:
+        log_px = dict(arrays)
     for network in conv_experiments.NETWORKS:
         row = results[network]
         assert len(log_px[network]) == results["num_test"] == settings["num_test"]
@@ -40,7 +41,8 @@ def test_a_quick_run_records_both_networks_and_their_paired_difference(part, qui
     paired = results["paired_with_mlp"]["conv"]
     assert paired["difference"] == pytest.approx(difference.mean(), rel=1e-9)
     assert paired["stderr"] == pytest.approx(difference.std(ddof=1) / np.sqrt(len(difference)), rel=1e-9)
-    images = np.load(quick_run / f"{part}_images.npz")
+    with np.load(quick_run / f"{part}_images.npz") as arrays:
+        images = dict(arrays)
     assert images["conv/reconstruction"].shape == images["data"].shape == (settings["num_images"], 784)
     again = run_python(["scripts/conv_experiments.py", "--quick", "--if-stale", "--output-dir", quick_run],
                        env=SUBSETS)  # fmt: skip
