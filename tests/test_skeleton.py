@@ -102,7 +102,8 @@ def test_fit_refuses_targets_outside_the_support():
         ({"num_examples": None}, "Expected `num_examples`"),
         ({"posterior": "gaussian"}, "Expected `num_examples`"),
         ({"objective": "iwae", "divergence": "monte_carlo"}, "objective='elbo'"),
-        ({"decoder": "conv"}, "Expected `decoder` to be one of"),
+        ({"decoder": "deconv"}, "Expected `decoder` to be one of"),
+        ({"decoder": "conv"}, "A convolutional network reads x as an image"),
     ],
 )
 def test_a_linear_decoder_and_a_global_posterior_are_refused_with_sizes_that_do_not_fit(changes, message):

@@ -38,7 +38,7 @@ import argparse
 import sys
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 from avb import build_implicit_encoder
 from convolutional import IMAGE_SHAPE, NETWORKS, build_conv_decoder, build_conv_encoder, check_networks
@@ -52,10 +52,17 @@ from kl_divergence import (
     ClosedFormKL,
     MonteCarloKL,
 )
-from likelihoods import LIKELIHOODS, negative_log_likelihood
-from objectives import OBJECTIVES, BoundModel, KLWeight, bound_from_log_weights, check_kl_weight
+from likelihoods import LIKELIHOODS
+from objectives import (
+    OBJECTIVES,
+    BoundModel,
+    KLWeight,
+    NegativeObjective,  # noqa: F401  (the loss to compile a composed VAE with)
+    PerSampleLogRatio,
+    check_kl_weight,
+)
 from skeleton import GlobalPosterior, build_decoder, build_linear_decoder, check_sizes
-from variational_autoencoder import PACKAGE, build_encoder, check_positive_ints, reparameterize
+from variational_autoencoder import build_encoder, check_positive_ints, reparameterize
 
 POSTERIORS = ("gaussian", *FLOWS, "implicit", "global")
 DIVERGENCES = ESTIMATORS
@@ -96,91 +103,6 @@ def check_parts(posterior, divergence, likelihood, objective):
 
 
 # [end check-parts]
-
-
-# [start parts]
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class PerSampleLogRatio(layers.Layer):
-    """``log p(z) - log q(z|x)`` at every sample of ``z``, as a KL ``estimator`` layer estimates it.
-
-    The estimator's KL (per example for the closed form, per sample
-    otherwise) is negated and broadcast to shape (batch, samples), so every
-    divergence hands the objective the same tensor. An adversarial
-    estimator's discriminator loss is added with `add_loss`, and its
-    estimate reaches the encoder only (see `AdversarialKL`).
-
-    Args:
-        estimator: the KL layer.
-        scale: multiplies the log ratio; ``1 / N`` for a global posterior,
-            whose one KL the ``N`` training examples share.
-
-    Call arguments:
-        inputs: the dict of tensors the estimator reads, with ``z``
-            (batch, samples, latent_dim).
-    """
-
-    def __init__(self, estimator, scale=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.estimator, self.scale = estimator, float(scale)
-
-    def build(self, input_shape):
-        self.estimator.build(input_shape)  # the estimator's checks of the shapes
-        self.term_names = tuple(input_shape)
-
-    def terms(self):
-        """The dict of tensors of the model's graph this layer was called on (``z``, ``z_mean``, ...)."""
-        return keras.tree.pack_sequence_as(dict.fromkeys(self.term_names, 0), self.input)
-
-    def call(self, inputs):
-        self.estimator.check_inputs(inputs)
-        if isinstance(self.estimator, AdversarialKL):
-            kl, other_losses = self.estimator.kl_terms_and_losses(inputs)
-        else:
-            kl, other_losses = self.estimator.kl_terms(inputs), []
-        for loss in other_losses:
-            self.add_loss(loss)
-        samples = ops.zeros_like(inputs["z"][..., 0])  # (batch, samples)
-        return -self.scale * (ops.expand_dims(kl, -1) if len(kl.shape) < len(samples.shape) else kl) + samples
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape["z"][:-1])
-
-    def get_config(self):
-        estimator = keras.saving.serialize_keras_object(self.estimator)
-        return {**super().get_config(), "estimator": estimator, "scale": self.scale}
-
-    @classmethod
-    def from_config(cls, config):
-        config["estimator"] = keras.saving.deserialize_keras_object(config["estimator"])
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class NegativeObjective(keras.losses.Loss):
-    """Minus the ELBO or the IWAE bound per example, in nats, for any likelihood.
-
-    ``y_pred`` is the pair ``[parameters, log_ratio]``: the parameters of
-    ``p(x|z)`` for every sample, (batch, samples, width), and
-    ``log p(z) - log q(z|x)``, (batch, samples). Their sum, the log weight
-    ``log w``, is reduced over the samples by its mean (ELBO) or its
-    log-mean-exp (IWAE bound), which never exponentiates ``log w``.
-    """
-
-    def __init__(self, objective="elbo", likelihood="bernoulli", name=None, **kwargs):
-        check_parts("gaussian", "monte_carlo", likelihood, objective)
-        super().__init__(name=name or f"negative_{objective}", **kwargs)
-        self.objective, self.likelihood = objective, likelihood
-
-    def call(self, x, y_pred):
-        parameters, log_ratio = y_pred
-        log_w = -negative_log_likelihood(self.likelihood, x, parameters) + log_ratio
-        return -bound_from_log_weights(log_w, self.objective)
-
-    def get_config(self):
-        return {**super().get_config(), "objective": self.objective, "likelihood": self.likelihood}
-
-
-# [end parts]
 
 
 # [start divergence]

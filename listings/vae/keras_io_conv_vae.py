@@ -89,14 +89,12 @@ class VAE(keras.Model):
         with tf.GradientTape() as tape:
             z_mean, z_log_var, z = self.encoder(data)
             reconstruction = self.decoder(z)
-            reconstruction_loss = ops.mean(
-                ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2))
-            )
+            reconstruction_loss = ops.mean(ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2)))
             kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
             kl_loss = ops.mean(ops.sum(kl_loss, axis=1))
             total_loss = reconstruction_loss + kl_loss
         grads = tape.gradient(total_loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
         self.total_loss_tracker.update_state(total_loss)
         self.reconstruction_loss_tracker.update_state(reconstruction_loss)
         self.kl_loss_tracker.update_state(kl_loss)
@@ -139,12 +137,13 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the data (default: %(default)s)")
     parser.add_argument("--dataset", default="mnist", help="mnist or fashion_mnist (default: mnist)")
     parser.add_argument("--mnist-dir", default=None, help="the data set's folder (default: the loader's)")
-    parser.add_argument("--split", default="all", choices=("all", "train"),
-                        help="all: the training and test images, as the example; train: the training images only")  # fmt: skip
+    parser.add_argument("--split", default="all", choices=("all", "train"), help="all: the training and test "
+                        "images, as the example; train: the training images only")  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="seed of the weights and the noise (default: none)")
     args = parser.parse_args(argv)
     if args.epochs < 1:
-        parser.exit(2, f"{parser.prog}: error: Expected `epochs` to be a positive integer. Received: epochs={args.epochs}\n")
+        parser.exit(2, f"{parser.prog}: error: Expected `epochs` to be a positive integer. Received: "
+                       f"epochs={args.epochs}\n")  # fmt: skip
     from mnist_data import MNISTError
 
     if args.seed is not None:

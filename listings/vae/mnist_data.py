@@ -98,8 +98,12 @@ def read_idx_pair(images_path, labels_path):
 # project, Debian's dataset-fashion-mnist), and the keras.datasets module to download from when that is missing.
 DATASETS = {
     "mnist": ("MNIST", "MNIST_DIR", DEFAULT_MNIST_DIR, "mnist"),
-    "fashion_mnist": ("Fashion-MNIST", "FASHION_MNIST_DIR", pathlib.Path("/usr/share/datasets/fashion-mnist"),
-                      "fashion_mnist"),  # fmt: skip
+    "fashion_mnist": (
+        "Fashion-MNIST",
+        "FASHION_MNIST_DIR",
+        pathlib.Path("/usr/share/datasets/fashion-mnist"),
+        "fashion_mnist",
+    ),  # fmt: skip
 }
 
 

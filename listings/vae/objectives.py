@@ -25,6 +25,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from kl_divergence import AdversarialKL
+from likelihoods import LIKELIHOODS, negative_log_likelihood
 from variational_autoencoder import PACKAGE
 
 OBJECTIVES = ("elbo", "iwae")
@@ -76,6 +78,92 @@ class BoundModel(keras.Model):
 
 
 # [end bound-model]
+
+
+# [start parts]
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PerSampleLogRatio(layers.Layer):
+    """``log p(z) - log q(z|x)`` at every sample of ``z``, as a KL ``estimator`` layer estimates it.
+
+    The estimator's KL (per example for the closed form, per sample
+    otherwise) is negated and broadcast to shape (batch, samples), so every
+    divergence hands the objective the same tensor. An adversarial
+    estimator's discriminator loss is added with `add_loss`, and its
+    estimate reaches the encoder only (see `AdversarialKL`).
+
+    Args:
+        estimator: the KL layer.
+        scale: multiplies the log ratio; ``1 / N`` for a global posterior,
+            whose one KL the ``N`` training examples share.
+
+    Call arguments:
+        inputs: the dict of tensors the estimator reads, with ``z``
+            (batch, samples, latent_dim).
+    """
+
+    def __init__(self, estimator, scale=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.estimator, self.scale = estimator, float(scale)
+
+    def build(self, input_shape):
+        self.estimator.build(input_shape)  # the estimator's checks of the shapes
+        self.term_names = tuple(input_shape)
+
+    def terms(self):
+        """The dict of tensors of the model's graph this layer was called on (``z``, ``z_mean``, ...)."""
+        return keras.tree.pack_sequence_as(dict.fromkeys(self.term_names, 0), self.input)
+
+    def call(self, inputs):
+        self.estimator.check_inputs(inputs)
+        if isinstance(self.estimator, AdversarialKL):
+            kl, other_losses = self.estimator.kl_terms_and_losses(inputs)
+        else:
+            kl, other_losses = self.estimator.kl_terms(inputs), []
+        for loss in other_losses:
+            self.add_loss(loss)
+        samples = ops.zeros_like(inputs["z"][..., 0])  # (batch, samples)
+        return -self.scale * (ops.expand_dims(kl, -1) if len(kl.shape) < len(samples.shape) else kl) + samples
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape["z"][:-1])
+
+    def get_config(self):
+        estimator = keras.saving.serialize_keras_object(self.estimator)
+        return {**super().get_config(), "estimator": estimator, "scale": self.scale}
+
+    @classmethod
+    def from_config(cls, config):
+        config["estimator"] = keras.saving.deserialize_keras_object(config["estimator"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class NegativeObjective(keras.losses.Loss):
+    """Minus the ELBO or the IWAE bound per example, in nats, for any likelihood.
+
+    ``y_pred`` is the pair ``[parameters, log_ratio]``: the parameters of
+    ``p(x|z)`` for every sample, (batch, samples, width), and
+    ``log p(z) - log q(z|x)``, (batch, samples). Their sum, the log weight
+    ``log w``, is reduced over the samples by its mean (ELBO) or its
+    log-mean-exp (IWAE bound), which never exponentiates ``log w``.
+    """
+
+    def __init__(self, objective="elbo", likelihood="bernoulli", name=None, **kwargs):
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"Expected `likelihood` to be one of {LIKELIHOODS}. Received: likelihood={likelihood!r}")
+        super().__init__(name=name or f"negative_{objective}", **kwargs)
+        self.objective, self.likelihood = check_objective(objective), likelihood
+
+    def call(self, x, y_pred):
+        parameters, log_ratio = y_pred
+        log_w = -negative_log_likelihood(self.likelihood, x, parameters) + log_ratio
+        return -bound_from_log_weights(log_w, self.objective)
+
+    def get_config(self):
+        return {**super().get_config(), "objective": self.objective, "likelihood": self.likelihood}
+
+
+# [end parts]
 
 
 # [start kl-weight]
