@@ -22,7 +22,7 @@ def quick_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("part", conv_experiments.PARTS)
+@pytest.mark.parametrize("part", conv_experiments.DATA_SETS)
 def test_a_quick_run_records_both_networks_and_their_paired_difference(part, quick_run):
     settings = conv_experiments.QUICK[part]
     record = json.loads((quick_run / f"{part}.json").read_text())
@@ -49,7 +49,7 @@ def test_a_quick_run_records_both_networks_and_their_paired_difference(part, qui
     assert again.returncode == 0 and "nothing to run" in again.stdout
 
 
-@pytest.mark.parametrize("part", conv_experiments.PARTS)
+@pytest.mark.parametrize("part", conv_experiments.DATA_SETS)
 def test_each_likelihood_gets_its_own_kind_of_pixels(part, monkeypatch):
     """Bernoulli: binary test images and intensities for `fit_vae` to binarise; continuous Bernoulli: grey
     levels strictly inside (0, 1), the test images dequantised once (no two pixels of a level alike)."""
@@ -65,3 +65,42 @@ def test_each_likelihood_gets_its_own_kind_of_pixels(part, monkeypatch):
         assert pixels == {"dequantize": True}
         assert 0 < x_test.min() and x_test.max() < 1 and len(np.unique(x_test)) > 256
         assert np.allclose(x_train * 256, np.round(x_train * 256)) and x_train.max() < 1
+
+
+@pytest.mark.slow
+def test_a_quick_run_trains_keras_ios_vae_and_our_twin_from_the_same_weights(quick_run):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("keras.io's VAE trains in a TensorFlow train_step")
+    results = json.loads((quick_run / "keras_io.json").read_text())["results"]
+    settings = conv_experiments.QUICK["keras_io"]
+    assert results["num_parameters"]["ours"] == results["num_parameters"]["keras_io"]
+    for name in ("keras_io", "ours"):
+        assert len(results[name]["loss"]) == settings["num_epochs"] and np.isfinite(results[name]["test_loss"])
+    paired = results["paired_with_keras_io"]["ours"]
+    assert paired["difference"] == pytest.approx(results["ours"]["test_loss"] - results["keras_io"]["test_loss"])
+
+
+def test_our_twin_computes_keras_ios_loss_at_the_same_weights_and_noise():
+    """keras.io's VAE and our composed twin with its weights copied: the same number of parameters, and per test
+    image the same loss (keras.io's, recomputed in NumPy from its encoder and decoder, against our negative ELBO
+    with a Bernoulli cross-entropy from logits) at the same draws of eps, to float32 rounding."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("keras.io's VAE trains in a TensorFlow train_step")
+    from compose import NegativeObjective
+    from keras_io_conv_vae import build_keras_io_vae
+
+    keras.utils.set_random_seed(0)
+    theirs = build_keras_io_vae(seed=0)
+    ours = conv_experiments.twin_of(theirs)
+    assert ours.count_params() == theirs.encoder.count_params() + theirs.decoder.count_params()
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 28, 28, 1), dtype="float32")
+    eps = rng.standard_normal((6, 2))
+    expected = conv_experiments.keras_io_losses(theirs, x, eps)
+    loss = NegativeObjective("elbo", "bernoulli", reduction=None)
+    got = loss(x.reshape(6, 784), ours([x.reshape(6, 784), eps[:, None, :].astype("float32")]))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, rtol=1e-5)
