@@ -24,6 +24,11 @@ A model is an encoder and a decoder network and four choices:
   ``log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x)``: the ELBO is its
   mean, the IWAE bound (Burda, Grosse & Salakhutdinov 2015) its log-mean-exp.
 
+The networks are dense by default; ``encoder="conv"`` and ``decoder="conv"``
+swap in strided convolutions over ``x`` read as an image (`convolutional`).
+In training, the ELBO's log density ratio can be weighted by ``kl_weight``
+(beta) or warmed up over ``kl_warmup_steps`` (`objectives.KLWeight`).
+
 The number of samples ``S`` is data: the noise ``eps`` is an input of shape
 (batch, S, latent_dim) with ``S`` left free, so one model trains with S = 1
 and is scored with S = 5000 without being rebuilt. Combinations without a

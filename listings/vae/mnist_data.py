@@ -96,18 +96,16 @@ def read_idx_pair(images_path, labels_path):
 # The data sets in MNIST's four files and format, by the name a command line gives them: the name in messages,
 # the environment variable that names a local folder, the folder read when it is unset (MNIST's beside the
 # project, Debian's dataset-fashion-mnist), and the keras.datasets module to download from when that is missing.
+FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 DATASETS = {
     "mnist": ("MNIST", "MNIST_DIR", DEFAULT_MNIST_DIR, "mnist"),
-    "fashion_mnist": (
-        "Fashion-MNIST",
-        "FASHION_MNIST_DIR",
-        pathlib.Path("/usr/share/datasets/fashion-mnist"),
-        "fashion_mnist",
-    ),  # fmt: skip
+    "fashion_mnist": ("Fashion-MNIST", "FASHION_MNIST_DIR", FASHION_MNIST_DIR, "fashion_mnist"),
 }
 
 
 def check_dataset(dataset):
+    """The data set's ``(title, environment variable, default folder, keras.datasets module)``; MNISTError
+    for a name not in `DATASETS`."""
     if dataset not in DATASETS:
         raise MNISTError(f"Expected `dataset` to be one of {tuple(DATASETS)}. Received: dataset={dataset!r}")
     return DATASETS[dataset]
