@@ -11,7 +11,7 @@ PYTHON := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup setup-backends site generated test test-fast serve benchmark iwae iwae-long avb flows likelihoods composition clean
+.PHONY: setup setup-backends site generated test test-fast serve benchmark iwae iwae-long avb flows likelihoods composition conv kl-weight clean
 
 setup:
 	@bash scripts/setup.sh
@@ -79,6 +79,18 @@ likelihoods: setup
 # Bernoulli head on grey-level MNIST, trained and scored (about half an hour).
 composition: setup
 	$(PYTHON) scripts/composition_experiments.py --if-stale
+
+# The convolutional post's models: dense against convolutional on MNIST and
+# Fashion-MNIST, and keras.io's VAE against our twin (hours on two cores, the
+# convolutional decoders dominate; the keras_io part needs KERAS_BACKEND=tensorflow).
+conv: setup
+	$(PYTHON) scripts/conv_experiments.py --if-stale
+	$(PYTHON) scripts/plot_conv.py --if-stale
+
+# The KL weight (beta) and KL warm-up sweeps on Burda et al.'s MNIST VAE.
+kl-weight: setup
+	$(PYTHON) scripts/kl_weight_experiments.py --if-stale
+	$(PYTHON) scripts/plot_kl_weight.py --if-stale
 
 serve: site
 	$(VENV)/bin/nikola serve --address 127.0.0.1 --port 8000

@@ -43,6 +43,20 @@ STUDIES = {
         "results.paired_with_gaussian",
         "python scripts/flow_experiments.py --parts mnist --seed {seed} --output-dir results/seeds/flows/seed-{seed}",
     ),
+    "conv-mnist": (
+        "results/conv/mnist.json",
+        "mnist.json",
+        "results.paired_with_mlp",
+        "python scripts/conv_experiments.py --parts mnist --seed {seed} "
+        "--output-dir results/seeds/conv-mnist/seed-{seed}",
+    ),
+    "conv-fashion-mnist": (
+        "results/conv/fashion_mnist.json",
+        "fashion_mnist.json",
+        "results.paired_with_mlp",
+        "python scripts/conv_experiments.py --parts fashion_mnist --seed {seed} "
+        "--output-dir results/seeds/conv-fashion-mnist/seed-{seed}",
+    ),
     "classification": (
         "results/likelihoods/classification.json",
         "classification.json",
