@@ -87,8 +87,9 @@ QUICK = {
         "bias": {"num_examples": 3, "num_samples": 16},
         "num_images": 2,
     }  # fmt: skip
-    for part in PARTS
+    for part in DATA_SETS
 }
+QUICK["keras_io"] = {**SETTINGS["keras_io"], "num_train": 256, "num_epochs": 1, "num_test": 16}
 FINGERPRINT = QUICK
 
 
