@@ -6,11 +6,17 @@ test log-likelihoods), give per dimension the KL from the prior and Burda
 et al.'s activity (``listings/vae/posterior_collapse.py``); the record
 ``results/collapse/diagnostics.json`` holds them with the count of active
 units, and the hashes of the models and data they came from. Reading only
-committed models, it runs in a minute; ``--check`` exits 1 when a model or the
-data changed since.
+committed models, it runs in minutes (the Monte Carlo means dominate);
+``--check`` exits 1 when a model or the data changed since.
 
-The models: the IWAE table's six rows after 13 epochs (``results/iwae``) and
-the rows trained on through stage 4 (``results/iwae-long``, those recorded so far).
+The models: the IWAE table's six rows after 13 epochs (``results/iwae``), the
+rows trained on through stage 4 (``results/iwae-long``), the flows post's
+MNIST models (``results/flows/mnist``, d = 50) and the AVB post's
+(``results/avb/mnist``, d = 8). A flow's or an implicit posterior's mean has
+no closed form and its KL does not split over the dimensions: for those the
+record holds the activity of posterior means estimated from
+``num_samples`` draws per image (`posterior_collapse.posterior_means`), and
+no KL.
 """
 
 import argparse
@@ -26,14 +32,20 @@ import provenance  # noqa: E402
 from mnist_data import MNISTError  # noqa: E402
 
 OUTPUT = REPO_ROOT / "results" / "collapse" / "diagnostics.json"
-GROUPS = {"iwae": REPO_ROOT / "results" / "iwae", "iwae-long": REPO_ROOT / "results" / "iwae-long"}
-SETTINGS = {"num_examples": 10000, "binarization_seed": 1, "threshold": 0.01}
+# group: (folder, the models' file pattern in it). A model is named by its folder (``<row>/vae.keras``) or file.
+GROUPS = {
+    "iwae": (REPO_ROOT / "results" / "iwae", "*/vae.keras"),
+    "iwae-long": (REPO_ROOT / "results" / "iwae-long", "*/vae.keras"),
+    "flows": (REPO_ROOT / "results" / "flows" / "mnist", "*.keras"),
+    "avb": (REPO_ROOT / "results" / "avb" / "mnist", "*.keras"),
+}
+SETTINGS = {"num_examples": 10000, "binarization_seed": 1, "threshold": 0.01, "num_samples": 1000, "seed": 0}
 
 
 def model_paths():
-    """``{"<group>/<row>": path}`` of every committed model of the groups, in order."""
-    return {f"{group}/{path.parent.name}": path for group, folder in GROUPS.items()
-            for path in sorted(folder.glob("*/vae.keras"))}  # fmt: skip
+    """``{"<group>/<model>": path}`` of every committed model of the groups, in order."""
+    return {f"{group}/{path.parent.name if path.name == 'vae.keras' else path.stem}": path
+            for group, (folder, pattern) in GROUPS.items() for path in sorted(folder.glob(pattern))}  # fmt: skip
 
 
 def diagnose(paths):
@@ -41,23 +53,35 @@ def diagnose(paths):
     import compose  # noqa: F401  (registers the layers)
     from mnist_data import binarize_once, flatten_and_scale, load_mnist
     from outputs import load_saved_model
-    from posterior_collapse import active_units, activity, kl_per_dimension, posterior_statistics
+    from posterior_collapse import (
+        active_units,
+        activity,
+        has_gaussian_posterior,
+        kl_per_dimension,
+        posterior_means,
+        posterior_statistics,
+    )
 
     _, (x_test, _) = load_mnist()
     x = binarize_once(flatten_and_scale(x_test[: SETTINGS["num_examples"]]), SETTINGS["binarization_seed"])
     models = {}
     for name, path in paths.items():
-        z_mean, z_log_var = posterior_statistics(load_saved_model(path), x)
-        kl = kl_per_dimension(z_mean, z_log_var)
+        vae = load_saved_model(path)
+        if has_gaussian_posterior(vae):
+            z_mean, z_log_var = posterior_statistics(vae, x)
+            kl = kl_per_dimension(z_mean, z_log_var)
+        else:  # a flow or an implicit posterior: means by Monte Carlo, and no KL per dimension
+            z_mean, kl = posterior_means(vae, x, SETTINGS["num_samples"], SETTINGS["seed"]), None
         models[name] = {
             "latent_dim": int(z_mean.shape[1]),
+            "posterior_means": "closed_form" if kl is not None else "monte_carlo",
             "active_units": active_units(z_mean, SETTINGS["threshold"]),
-            "kl": float(kl.sum()),
-            "kl_per_dimension": [round(float(value), 6) for value in kl],
+            "kl": float(kl.sum()) if kl is not None else None,
+            "kl_per_dimension": [round(float(value), 6) for value in kl] if kl is not None else None,
             "activity": [round(float(value), 6) for value in activity(z_mean)],
         }
-        print(f"{name}: {models[name]['active_units']} active units of {models[name]['latent_dim']}, "
-              f"KL {models[name]['kl']:.2f} nats", flush=True)  # fmt: skip
+        total = f", KL {models[name]['kl']:.2f} nats" if kl is not None else " (means by Monte Carlo)"
+        print(f"{name}: {models[name]['active_units']} active units of {models[name]['latent_dim']}{total}", flush=True)
     return models
 
 

@@ -4,8 +4,9 @@ Writes, in ``--output-dir`` (default ``results/kl-weight``), one record per
 part, each with the SHA-256 of the inputs it came from:
 
 * ``beta.json``: the ELBO's KL term weighted by ``beta`` throughout training;
-* ``warmup.json``: the weight rising linearly from 0 to 1 over the first
-  epochs, then 1 (`objectives.KLWeight`).
+* ``warmup.json``: the weight rising linearly over the first epochs, from
+  ``1 / W`` at the first of the ``W`` steps to 1, then 1
+  (`objectives.KLWeight`).
 
 Every model is Burda et al.'s one-stochastic-layer MNIST VAE (784-200-200-50,
 tanh, Bernoulli on binarised pixels, as the IWAE table's), trained from the
@@ -128,6 +129,8 @@ def run_part(part, settings, output_dir):
             "kl_per_dimension": [float(v) for v in kl_per_dimension(z_mean, z_log_var)],
             "active_units": active_units(z_mean),
         }
+        if "kl_weight" in [layer.name for layer in vae.layers]:  # the steps the weight counted: fit's steps
+            results[key]["steps_counted"] = int(keras.ops.convert_to_numpy(vae.get_layer("kl_weight").step))
         row = results[key]
         print(f"  {part} = {value}: test NLL {row['test_nll']:.2f}, rate {row['rate']:.2f}, distortion "
               f"{row['distortion']:.2f}, {row['active_units']} active units", flush=True)  # fmt: skip

@@ -1,6 +1,6 @@
 """Draw the figures of the post "Convolutional VAEs, and a second data set".
 
-Reads ``results/conv/{mnist,fashion_mnist}.json`` and ``<part>_images.npz``
+Reads ``results/conv/{mnist,fashion_mnist,keras_io}.json`` and ``<part>_images.npz``
 (from ``conv_experiments.py``) and writes, in ``--output-dir`` (default
 ``images/conv``):
 
@@ -13,6 +13,8 @@ Reads ``results/conv/{mnist,fashion_mnist}.json`` and ``<part>_images.npz``
   criterion) counted in the legend;
 * ``conv_model.svg``: the graph of the convolutional VAE, drawn by graphviz
   from the model `compose_vae` builds;
+* ``keras_io_loss.svg``: the training loss per epoch of keras.io's VAE and of
+  our composed twin (``keras_io.json``), from the same initial weights;
 * ``figures.json``: the record of the inputs they came from.
 
 With ``--if-stale`` it does nothing when the record matches the inputs.
@@ -33,7 +35,7 @@ from plot_iwae import setup_matplotlib  # noqa: E402
 RESULTS_DIR = REPO_ROOT / "results" / "conv"
 OUTPUT_DIR = REPO_ROOT / "images" / "conv"
 PARTS = ("mnist", "fashion_mnist")
-FIGURES = ("images.svg", "kl_per_dimension.svg", "conv_model.svg")
+FIGURES = ("images.svg", "kl_per_dimension.svg", "conv_model.svg", "keras_io_loss.svg")
 SETTINGS = {"dpi": 110, "diagram": {"data_dim": 784, "latent_dim": 16, "encoder": "conv", "decoder": "conv"}}
 TITLES = {"mnist": "MNIST, binarised (Bernoulli)", "fashion_mnist": "Fashion-MNIST, grey (continuous Bernoulli)"}
 NETWORK_LABELS = {"mlp": "dense", "conv": "convolutional"}
@@ -41,7 +43,8 @@ NETWORK_LABELS = {"mlp": "dense", "conv": "convolutional"}
 
 def input_paths(results_dir):
     results_dir = pathlib.Path(results_dir)
-    return [results_dir / name for part in PARTS for name in (f"{part}.json", f"{part}_images.npz")]
+    paths = [results_dir / name for part in PARTS for name in (f"{part}.json", f"{part}_images.npz")]
+    return [*paths, results_dir / "keras_io.json"]
 
 
 def drawn_settings():
@@ -108,6 +111,22 @@ def plot_kl_per_dimension(records, path):
     plt.close(fig)
 
 
+def plot_keras_io_loss(record, path):
+    plt = setup_matplotlib()
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    results = record["results"]
+    for (name, label), marker in zip((("keras_io", "keras.io's VAE (custom train_step)"),
+                                      ("ours", "composed twin (compose_vae)")), "os", strict=True):  # fmt: skip
+        loss = results[name]["loss"]
+        ax.plot(range(1, len(loss) + 1), loss, marker=marker, ms=3, lw=1, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (nats per image)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+    plt.close(fig)
+
+
 def draw_model(path):
     from compose import compose_vae
     from make_diagrams import model_to_svg
@@ -126,6 +145,7 @@ def draw(results_dir, output_dir):
     plot_images(images, output_dir / FIGURES[0])
     plot_kl_per_dimension(records, output_dir / FIGURES[1])
     draw_model(output_dir / FIGURES[2])
+    plot_keras_io_loss(provenance.read_json(results_dir / "keras_io.json", ["results"]), output_dir / FIGURES[3])
 
 
 def main(argv=None):

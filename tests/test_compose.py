@@ -229,6 +229,35 @@ def test_training_minimises_the_weighted_objective_and_evaluation_reports_the_tr
     assert float(keras.ops.convert_to_numpy(weighted.get_layer("kl_weight").step)) == 1 + 2 * 4
 
 
+def test_fit_vae_counts_every_step_once_and_a_saved_model_keeps_the_count(tmp_path):
+    """Through `fit_vae` (ten steps per compiled execution, under XLA where the backend has it) the count is
+    the number of optimiser steps, and a model saved and reloaded with ``safe_mode=True`` goes on from it."""
+    from training import MonteCarloBatches, fit_vae
+
+    rng = np.random.default_rng(2)
+    keras.utils.set_random_seed(0)
+    vae = compose_vae(DATA_DIM, LATENT_DIM, hidden_units=4, kl_weight=1.0, kl_warmup_steps=50)
+    x = data("bernoulli", rng, count=30)
+    fit_vae(vae, x, epochs=2, batch_size=4, verbose=0)
+    steps = 2 * len(MonteCarloBatches(x, 4, 1, LATENT_DIM))
+    assert float(keras.ops.convert_to_numpy(vae.get_layer("kl_weight").step)) == steps == 16
+    path = tmp_path / "weighted.keras"
+    vae.save(path)
+    again = keras.saving.load_model(path, safe_mode=True)
+    assert float(keras.ops.convert_to_numpy(again.get_layer("kl_weight").step)) == steps
+    assert again.get_layer("kl_weight").get_config()["warmup_steps"] == 50
+
+
+def test_fit_vae_refuses_the_iwae_bound_for_a_weighted_model():
+    """The builder refuses a weight with objective='iwae'; so does training a weighted ELBO model on that bound."""
+    from training import fit_vae
+
+    vae = compose_vae(DATA_DIM, LATENT_DIM, divergence="monte_carlo", hidden_units=4, kl_weight=2.0)
+    x = data("bernoulli", np.random.default_rng(3), count=4)
+    with pytest.raises(ValueError, match="objective='iwae' is a bound on log p\\(x\\) only with the weights"):
+        fit_vae(vae, x, objective="iwae", epochs=1, verbose=0)
+
+
 def test_a_plain_elbo_has_no_weight_layer():
     assert "kl_weight" not in [layer.name for layer in compose_vae(DATA_DIM, LATENT_DIM, hidden_units=4).layers]
 
@@ -242,11 +271,22 @@ def test_a_plain_elbo_has_no_weight_layer():
         ("elbo", -1.0, 0, "positive number. Received: kl_weight=-1.0"),
         ("elbo", 1.0, -5, "integer >= 0. Received: -5"),
         ("elbo", 1.0, 2.5, "integer >= 0. Received: 2.5"),
+        ("elbo", float("inf"), 0, "positive number. Received: kl_weight=inf"),
+        ("elbo", True, 0, "positive number. Received: kl_weight=True"),
+        ("elbo", 1.0, True, "integer >= 0. Received: True"),
     ],
-    ids=["iwae-beta", "iwae-warm-up", "zero-beta", "negative-beta", "negative-warm-up", "fractional-warm-up"],
+    ids=["iwae-beta", "iwae-warm-up", "zero-beta", "negative-beta", "negative-warm-up", "fractional-warm-up",
+         "infinite-beta", "boolean-beta", "boolean-warm-up"],  # fmt: skip
 )
 def test_a_weight_the_objective_cannot_take_is_refused(objective, kl_weight, kl_warmup_steps, message):
     divergence = "monte_carlo" if objective == "iwae" else "closed_form"
     with pytest.raises(ValueError, match=message):
         compose_vae(DATA_DIM, LATENT_DIM, divergence=divergence, objective=objective, hidden_units=4,
                     kl_weight=kl_weight, kl_warmup_steps=kl_warmup_steps)  # fmt: skip
+
+
+def test_numpy_scalars_are_weights_too():
+    """A weight read from an array (np.float32, np.int64) is accepted as the number it is."""
+    vae = compose_vae(DATA_DIM, LATENT_DIM, hidden_units=4, kl_weight=np.float32(0.5), kl_warmup_steps=np.int64(3))
+    config = vae.get_layer("kl_weight").get_config()
+    assert (config["beta"], config["warmup_steps"]) == (0.5, 3)

@@ -69,16 +69,16 @@ def test_quick_table_run_writes_every_number_the_post_needs(table, tmp_path):
 
 def test_the_table_goes_stale_when_the_objective_changes(table, monkeypatch, tmp_path):
     """Behaviour, not source text: a wrong bound (patched in) moves the row's fingerprint."""
-    import compose
     import fingerprint
+    import objectives
 
-    original = compose.bound_from_log_weights
+    original = objectives.bound_from_log_weights
 
     def bound_from_log_weights(log_w, objective):  # the bound off by one nat
         return original(log_w, objective) - 1.0
 
     monkeypatch.setattr(fingerprint, "CACHE_DIR", tmp_path)  # the cache is keyed by source, which is unchanged
-    monkeypatch.setattr(compose, "bound_from_log_weights", bound_from_log_weights)
+    monkeypatch.setattr(objectives, "bound_from_log_weights", bound_from_log_weights)
     moved = train_iwae_table.fingerprint_of("iwae-k5")
     assert fingerprint.differences(table["rows"]["iwae-k5"]["fingerprint"], moved)
 

@@ -40,6 +40,21 @@ def test_a_quick_run_records_every_value_with_its_paired_difference(part, quick_
             difference = log_px[reference] - log_px[key]
             paired = results["paired_with_unweighted"][key]
             assert paired["difference"] == pytest.approx(difference.mean(), rel=1e-9, abs=1e-12)
+            # The weight acted: it counted every step of the run, and the model differs from the unweighted one
+            # trained from the same seed (which the next test shows training repeats exactly).
+            assert row["steps_counted"] == settings["num_epochs"] * math.ceil(settings["num_train"] /
+                                                                               settings["batch_size"])  # fmt: skip
+            assert row["rate"] != results["values"][reference]["rate"]
+
+
+@pytest.mark.slow
+def test_the_unweighted_model_trains_the_same_in_both_sweeps(quick_run):
+    """Both sweeps train the unweighted ELBO from the same seed: the same model, so a weighted one that differs
+    from it differs by its weight."""
+    rows = [json.loads((quick_run / f"{part}.json").read_text())["results"]["values"][
+        kl_weight_experiments.value_key(kl_weight_experiments.REFERENCE[part])] for part in kl_weight_experiments.PARTS]
+    assert rows[0]["rate"] == pytest.approx(rows[1]["rate"], rel=1e-6)
+    assert rows[0]["test_nll"] == pytest.approx(rows[1]["test_nll"], rel=1e-6)
 
 
 @pytest.mark.parametrize("part", kl_weight_experiments.PARTS)
@@ -53,3 +68,13 @@ def test_each_value_names_the_weight_it_trains_with(part):
         else:
             assert options == {"kl_weight": 1.0, "kl_warmup_steps": value * steps_per_epoch}
     assert kl_weight_experiments.REFERENCE[part] in settings["values"]
+
+
+@pytest.mark.slow
+def test_the_figures_draw_from_a_quick_run(quick_run):
+    import plot_kl_weight
+
+    figures = run_python(["scripts/plot_kl_weight.py", "--results-dir", quick_run, "--output-dir",
+                          quick_run / "images"])  # fmt: skip
+    assert figures.returncode == 0, figures.stderr[-2000:]
+    assert all((quick_run / "images" / name).stat().st_size > 1000 for name in plot_kl_weight.FIGURES)

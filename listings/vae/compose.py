@@ -207,7 +207,9 @@ def compose_vae(
     the ``num_examples`` training examples: each carries ``1 / N`` of it.
 
     ``encoder="conv"`` and ``decoder="conv"`` swap the dense networks for
-    strided convolutions over ``x`` read as an image of ``image_shape``.
+    strided convolutions over ``x`` read as an image of ``image_shape``
+    (keras.io's layers, ReLU; of the dense settings the conv encoder takes
+    only ``hidden_units``, its last dense layer's width).
     ``kl_weight`` (beta) and ``kl_warmup_steps`` weight the log density
     ratio in training only (`KLWeight`), for the ELBO.
     """

@@ -72,6 +72,9 @@ def check_image_parts(data_dim, likelihood, image_shape=IMAGE_SHAPE):
     if likelihood not in IMAGE_LIKELIHOODS:
         raise ValueError(f"A convolutional decoder draws an image: likelihood in {IMAGE_LIKELIHOODS}. "
                          f"Received: likelihood={likelihood!r}")  # fmt: skip
+    if len(image_shape) != 3 or image_shape[2] != 1:  # the decoder's channels are a grey pixel's parameters
+        raise ValueError(f"The convolutional networks read grey images: image_shape=(height, width, 1). Received: "
+                         f"image_shape={tuple(image_shape)}")  # fmt: skip
     if image_shape[0] % 4 or image_shape[1] % 4:
         raise ValueError(f"Two stride-2 layers halve the image twice: height and width divisible by 4. "
                          f"Received: image_shape={tuple(image_shape)}")  # fmt: skip
@@ -101,7 +104,8 @@ def build_conv_encoder(latent_dim=2, image_shape=IMAGE_SHAPE, filters=(32, 64), 
     x = keras.Input(shape=(math.prod(image_shape),), name="x")
     h = layers.Reshape(image_shape, name="image")(x)
     for i, count in enumerate(filters):
-        h = layers.Conv2D(count, 3, strides=2, padding="same", activation="relu", name=f"encoder_conv_{i + 1}")(h)
+        h = layers.Conv2D(count, 3, strides=2, padding="same", activation="relu", data_format="channels_last",
+                          name=f"encoder_conv_{i + 1}")(h)  # fmt: skip
     h = layers.Flatten(name="features")(h)
     h = layers.Dense(hidden_units, activation="relu", name=hidden_name("encoder_hidden", 0))(h)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
@@ -133,9 +137,10 @@ def build_conv_decoder(likelihood="bernoulli", latent_dim=2, image_shape=IMAGE_S
     h = layers.Reshape((height // 4, width // 4, filters[0]), name="feature_maps")(h)
     for i, count in enumerate(filters):
         h = layers.Conv2DTranspose(count, 3, strides=2, padding="same", activation="relu",
-                                   name=f"decoder_deconv_{i + 1}")(h)  # fmt: skip
-    h = layers.Conv2DTranspose(channels, 3, padding="same", name="pixel_parameters")(h)  # (height, width, channels)
-    h = layers.Permute((3, 1, 2), name="parameter_major")(h)  # (channels, height, width)
+                                   data_format="channels_last", name=f"decoder_deconv_{i + 1}")(h)  # fmt: skip
+    h = layers.Conv2DTranspose(channels, 3, padding="same", data_format="channels_last",
+                               name="pixel_parameters")(h)  # (height, width, parameters per pixel)
+    h = layers.Permute((3, 1, 2), name="parameter_major")(h)  # (parameters per pixel, height, width)
     h = layers.Flatten(name="x_parameters")(h)
     outputs = UnfoldSamples(name="unfold_samples")([h, z])
     return keras.Model(z, likelihood_head(outputs, likelihood, heteroscedastic), name="decoder")

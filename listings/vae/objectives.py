@@ -19,6 +19,7 @@ Run ``python objectives.py`` to print both bounds of a few log weights.
 
 import argparse
 import math
+import numbers
 import sys
 
 import keras
@@ -169,9 +170,9 @@ class NegativeObjective(keras.losses.Loss):
 # [start kl-weight]
 def check_kl_weight(objective, kl_weight=1.0, kl_warmup_steps=0):
     """A ValueError unless the weight of the log density ratio is one the objective can take."""
-    if not (isinstance(kl_weight, (int, float)) and kl_weight > 0):
+    if isinstance(kl_weight, bool) or not (isinstance(kl_weight, numbers.Real) and 0 < kl_weight < math.inf):
         raise ValueError(f"Expected `kl_weight` (beta) to be a positive number. Received: kl_weight={kl_weight!r}")
-    if not (isinstance(kl_warmup_steps, int) and kl_warmup_steps >= 0):
+    if isinstance(kl_warmup_steps, bool) or not (isinstance(kl_warmup_steps, numbers.Integral) and kl_warmup_steps >= 0):
         raise ValueError(f"Expected `kl_warmup_steps` to be an integer >= 0. Received: {kl_warmup_steps!r}")
     if objective == "iwae" and (kl_weight != 1 or kl_warmup_steps):
         raise ValueError(
@@ -184,8 +185,10 @@ def check_kl_weight(objective, kl_weight=1.0, kl_warmup_steps=0):
 class KLWeight(layers.Layer):
     """``log p(z) - log q(z|x)`` times ``beta * min(1, t / warmup_steps)`` in training; unchanged otherwise.
 
-    ``t`` counts the training steps (a non-trainable variable, saved with
-    the model). With ``beta = 1`` and no warm-up the ELBO is unchanged;
+    ``t`` counts the layer's calls in training mode, one per step of
+    ``fit`` (a non-trainable float variable, saved with the model; it
+    counts exactly to 2**24 steps). A call ``vae(x, training=True)`` of
+    your own advances it too. With ``beta = 1`` and no warm-up the ELBO is unchanged;
     ``beta > 1`` trains on a looser lower bound of ``log p(x)``, and ``beta
     < 1`` (or a warm-up weight below 1) on no bound at all. Evaluation and
     prediction see the ratio unweighted, so ``val_loss`` and every test
