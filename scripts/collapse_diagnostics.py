@@ -80,6 +80,11 @@ def diagnose(paths):
             "kl_per_dimension": [round(float(value), 6) for value in kl] if kl is not None else None,
             "activity": [round(float(value), 6) for value in activity(z_mean)],
         }
+        # How far the count is from the threshold: a dimension just above it or just below it is a near call.
+        values, threshold = activity(z_mean), SETTINGS["threshold"]
+        active, inactive = values[values > threshold], values[values <= threshold]
+        models[name]["smallest_active"] = round(float(active.min()), 6) if len(active) else None
+        models[name]["largest_inactive"] = round(float(inactive.max()), 6) if len(inactive) else None
         total = f", KL {models[name]['kl']:.2f} nats" if kl is not None else " (means by Monte Carlo)"
         print(f"{name}: {models[name]['active_units']} active units of {models[name]['latent_dim']}{total}", flush=True)
     return models

@@ -142,7 +142,12 @@ def test_the_collapse_record_matches_the_committed_models():
     np.testing.assert_allclose(again["kl_per_dimension"], record["models"][name]["kl_per_dimension"], atol=2e-6)
     for model in record["models"].values():
         assert len(model["activity"]) == model["latent_dim"] > 2
-        assert model["active_units"] == sum(value > record["settings"]["threshold"] for value in model["activity"])
+        threshold = record["settings"]["threshold"]
+        assert model["active_units"] == sum(value > threshold for value in model["activity"])
+        active = [value for value in model["activity"] if value > threshold]
+        inactive = [value for value in model["activity"] if value <= threshold]
+        assert model["smallest_active"] == (min(active) if active else None)
+        assert model["largest_inactive"] == (max(inactive) if inactive else None)
         if model["posterior_means"] == "closed_form":
             assert model["kl"] == pytest.approx(sum(model["kl_per_dimension"]), abs=1e-3)
         else:  # a flow or an implicit posterior: no KL per dimension
