@@ -44,6 +44,8 @@ STEPS = [
     ("likelihood_experiments", "make likelihoods"),
     ("plot_likelihoods", None),
     ("composition_experiments", "make composition"),
+    ("kl_weight_experiments", "make kl-weight"),
+    ("plot_kl_weight", None),
     ("seeds", None),
     ("collapse_diagnostics", None),
     ("make_notebooks", None),  # last: the notebooks carry the numbers the steps above record

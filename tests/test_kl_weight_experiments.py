@@ -78,3 +78,31 @@ def test_the_figures_draw_from_a_quick_run(quick_run):
                           quick_run / "images"])  # fmt: skip
     assert figures.returncode == 0, figures.stderr[-2000:]
     assert all((quick_run / "images" / name).stat().st_size > 1000 for name in plot_kl_weight.FIGURES)
+
+
+@pytest.mark.parametrize("part", kl_weight_experiments.PARTS)
+def test_the_committed_records_hold_their_settings_and_what_they_were_computed_from(part):
+    """Each committed record: the committed settings; every model's test NLL and paired difference are those of
+    the per-image estimates beside it; the weight counted every step of the run; the unweighted model is the
+    same in both sweeps (training is deterministic, so the other rows differ by their weight alone)."""
+    record = json.loads((kl_weight_experiments.OUTPUT_DIR / f"{part}.json").read_text())
+    settings = kl_weight_experiments.SETTINGS[part]
+    assert record["settings"] == settings
+    results = record["results"]
+    with np.load(kl_weight_experiments.OUTPUT_DIR / part / "log_px.npz") as arrays:
+        log_px = dict(arrays)
+    reference = kl_weight_experiments.value_key(kl_weight_experiments.REFERENCE[part])
+    steps = settings["num_epochs"] * math.ceil(settings["num_train"] / settings["batch_size"])
+    for key, row in results["values"].items():
+        assert len(log_px[key]) == results["num_test"] == settings["num_test"]
+        assert row["test_nll"] == pytest.approx(-log_px[key].mean(), rel=1e-9)
+        assert len(row["kl_per_dimension"]) == settings["latent_dim"] and 0 <= row["active_units"] <= 50
+        if key != reference:
+            assert row["steps_counted"] == steps
+            paired = results["paired_with_unweighted"][key]
+            assert paired["difference"] == pytest.approx((log_px[reference] - log_px[key]).mean(), rel=1e-9)
+    other_part = "warmup" if part == "beta" else "beta"
+    other = json.loads((kl_weight_experiments.OUTPUT_DIR / f"{other_part}.json").read_text())
+    other_key = kl_weight_experiments.value_key(kl_weight_experiments.REFERENCE[other_part])
+    other_reference = other["results"]["values"][other_key]
+    assert results["values"][reference]["test_nll"] == pytest.approx(other_reference["test_nll"], rel=1e-9)

@@ -172,7 +172,9 @@ def check_kl_weight(objective, kl_weight=1.0, kl_warmup_steps=0):
     """A ValueError unless the weight of the log density ratio is one the objective can take."""
     if isinstance(kl_weight, bool) or not (isinstance(kl_weight, numbers.Real) and 0 < kl_weight < math.inf):
         raise ValueError(f"Expected `kl_weight` (beta) to be a positive number. Received: kl_weight={kl_weight!r}")
-    if isinstance(kl_warmup_steps, bool) or not (isinstance(kl_warmup_steps, numbers.Integral) and kl_warmup_steps >= 0):
+    if isinstance(kl_warmup_steps, bool) or not (
+        isinstance(kl_warmup_steps, numbers.Integral) and kl_warmup_steps >= 0
+    ):
         raise ValueError(f"Expected `kl_warmup_steps` to be an integer >= 0. Received: {kl_warmup_steps!r}")
     if objective == "iwae" and (kl_weight != 1 or kl_warmup_steps):
         raise ValueError(

@@ -37,9 +37,9 @@ import keras
 import numpy as np
 
 from compose import NegativeObjective, check_parts, compose_vae
-from objectives import check_kl_weight
 from likelihoods import check_support, negative_log_likelihood
 from log_likelihood import exact_log_ratio_model
+from objectives import check_kl_weight
 from variational_autoencoder import check_positive_ints, gaussian_kl_divergence
 
 STREAMS = {"order": 0, "binarize": 1, "eps": 2, "z_prior": 3, "dequantize": 4}
