@@ -88,12 +88,13 @@ def plot_rate_distortion(records, path):
     best = min(row["negative_elbo"] for row in every)
     for total in best + np.arange(0, 4) * 5.0:  # lines of equal rate + distortion
         ax.plot([low, high], [total - low, total - high], color="grey", lw=0.6, ls=":")
-    for part, marker in zip(PARTS, "os", strict=True):
+    # beta's labels above the points, the warm-up's below: the unweighted model is in both sweeps.
+    for part, marker, offset in zip(PARTS, "os", ((4, 3), (4, -10)), strict=True):
         models = rows(records[part])
         ax.plot([row["rate"] for row in models], [row["distortion"] for row in models], marker=marker, lw=1, ms=5,
                 label=AXIS_LABELS[part])  # fmt: skip
         for row in models:
-            ax.annotate(f"{row['value']:g}", (row["rate"], row["distortion"]), fontsize=7, xytext=(4, 3),
+            ax.annotate(f"{row['value']:g}", (row["rate"], row["distortion"]), fontsize=7, xytext=offset,
                         textcoords="offset points")  # fmt: skip
     ax.set_xlim(low, high)
     ax.set_xlabel("rate: KL term of the ELBO (nats)")
