@@ -14,9 +14,9 @@ set, each with the SHA-256 of the inputs it came from:
 
 For each, the same VAE with dense networks and with convolutional ones
 (`compose_vae(encoder=..., decoder=...)`), trained from the same seed with
-the same budget; the test NLL by importance sampling with ``K`` samples on
+the same budget; the test NLL by importance sampling with ``M`` samples on
 the first test images, with the bias of that estimate measured against
-``K_ref`` samples on fewer images; the paired difference of the two models
+``M_ref`` samples on fewer images; the paired difference of the two models
 on the same images and draws; the KL per latent dimension and the active
 units; and, beside the record, the models, the per-image estimates and a
 few reconstructions and samples (``<part>_images.npz``).
@@ -136,7 +136,7 @@ def train_and_score(network, settings, x_train, x_test, pixels, output_dir):
     log_px, monte_carlo = log_likelihood(vae, x_test, likelihood, settings["num_samples"], seed=seed,
                                          return_stderr=True)  # fmt: skip
     score_seconds = time.perf_counter() - start
-    # The bias of the K-sample estimate: on the first images, minus a K_ref-sample estimate (from other draws).
+    # The bias of the M-sample estimate: on the first images, minus an M_ref-sample estimate (from other draws).
     bias = settings["bias"]
     reference = log_likelihood(vae, x_test[: bias["num_examples"]], likelihood, bias["num_samples"], seed=seed + 1)
     shortfall = log_px[: bias["num_examples"]] - reference
@@ -153,7 +153,7 @@ def train_and_score(network, settings, x_train, x_test, pixels, output_dir):
         "bias": {
             "num_examples": bias["num_examples"],
             "num_samples": bias["num_samples"],
-            "difference": float(shortfall.mean()),  # the K-sample bound minus the K_ref one: <= 0 in expectation
+            "difference": float(shortfall.mean()),  # the M-sample bound minus the M_ref one: <= 0 in expectation
             "stderr": float(shortfall.std(ddof=1) / math.sqrt(len(shortfall))),
         },
         "kl_per_dimension": [float(v) for v in kl_per_dimension(z_mean, z_log_var)],
@@ -181,19 +181,15 @@ def pictures(vae, settings, x_test, rng):
 
 
 def keras_io_losses(theirs, x, eps):
-    """keras.io's loss per image, in NumPy from its encoder and decoder: the binary cross-entropy of the grey
-    levels ``x`` (count, 28, 28, 1) under the decoded probabilities (clipped as Keras clips them), summed over the
-    pixels, plus the Gaussian KL, at ``z = z_mean + exp(z_log_var / 2) * eps``."""
+    """keras.io's loss per image, by its own code (`VAE.losses_per_image`, which its ``train_step`` averages): the
+    binary cross-entropy of the grey levels ``x`` (count, 28, 28, 1) under the decoded probabilities, summed over
+    the pixels, plus the Gaussian KL, at ``z = z_mean + exp(z_log_var / 2) * eps``."""
     import keras
 
-    z_mean, z_log_var, _ = (keras.ops.convert_to_numpy(t).astype("float64") for t in theirs.encoder(x))
-    z = z_mean + np.exp(0.5 * z_log_var) * eps
-    probabilities = keras.ops.convert_to_numpy(theirs.decoder(z.astype("float32"))).astype("float64")
-    probabilities = np.clip(probabilities, keras.config.epsilon(), 1.0 - keras.config.epsilon())
-    x = x.astype("float64")
-    cross_entropy = -(x * np.log(probabilities) + (1.0 - x) * np.log1p(-probabilities))
-    kl = -0.5 * np.sum(1.0 + z_log_var - np.square(z_mean) - np.exp(z_log_var), axis=1)
-    return cross_entropy.reshape(len(x), -1).sum(axis=1) + kl
+    z_mean, z_log_var, _ = theirs.encoder(x)
+    z = z_mean + keras.ops.exp(0.5 * z_log_var) * keras.ops.convert_to_tensor(eps, "float32")
+    reconstruction_loss, kl_loss = theirs.losses_per_image(keras.ops.convert_to_tensor(x), z_mean, z_log_var, z)
+    return keras.ops.convert_to_numpy(reconstruction_loss + kl_loss).astype("float64")
 
 
 def twin_of(theirs):

@@ -46,6 +46,8 @@ STEPS = [
     ("composition_experiments", "make composition"),
     ("kl_weight_experiments", "make kl-weight"),
     ("plot_kl_weight", None),
+    ("conv_experiments", "make conv"),
+    ("plot_conv", None),
     ("seeds", None),
     ("collapse_diagnostics", None),
     ("make_notebooks", None),  # last: the notebooks carry the numbers the steps above record

@@ -76,6 +76,10 @@ RUNS = {
         ("training", ["--objective", "iwae", "--mc-samples", "5"],
          ["--objective", "iwae", "--mc-samples", "5", "--epochs", "1"]),
     ],
+    "convolutional-vaes-and-a-second-data-set": [
+        ("keras_io_conv_vae", ["--split", "train"], ["--split", "train", "--epochs", "1"]),
+        ("compose", ["--encoder", "conv", "--decoder", "conv", "--latent-dim", "16", "--kl-weight", "0.5"], None),
+    ],
 }  # fmt: skip
 
 

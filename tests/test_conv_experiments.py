@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import conv_experiments
-from conftest import MNIST_SUBSET_DIR, run_python
+from conftest import MNIST_SUBSET_DIR, full_mnist, run_python
 
 SUBSETS = {"MNIST_DIR": str(MNIST_SUBSET_DIR), "FASHION_MNIST_DIR": str(MNIST_SUBSET_DIR.with_name("fashion-mnist"))}
 
@@ -84,8 +84,9 @@ def test_a_quick_run_trains_keras_ios_vae_and_our_twin_from_the_same_weights(qui
 
 def test_our_twin_computes_keras_ios_loss_at_the_same_weights_and_noise():
     """keras.io's VAE and our composed twin with its weights copied: the same number of parameters, and per test
-    image the same loss (keras.io's, recomputed in NumPy from its encoder and decoder, against our negative ELBO
-    with a Bernoulli cross-entropy from logits) at the same draws of eps, to float32 rounding."""
+    image the same loss (keras.io's, by its own code, against our negative ELBO with a Bernoulli cross-entropy
+    from logits) at the same draws of eps, to float32 rounding; also where the decoder's logits saturate (beyond
+    the 1e-7 at which Keras clips probabilities), because TensorFlow's sigmoid keeps its logits for the loss."""
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -100,10 +101,17 @@ def test_our_twin_computes_keras_ios_loss_at_the_same_weights_and_noise():
     rng = np.random.default_rng(0)
     x = rng.random((6, 28, 28, 1), dtype="float32")
     eps = rng.standard_normal((6, 2))
-    expected = conv_experiments.keras_io_losses(theirs, x, eps)
     loss = NegativeObjective("elbo", "bernoulli", reduction=None)
-    got = loss(x.reshape(6, 784), ours([x.reshape(6, 784), eps[:, None, :].astype("float32")]))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, rtol=1e-5)
+    for offset in (0.0, 40.0):  # logits of 40: far past the 16.1 where clipping probabilities at 1e-7 would show
+        if offset:
+            kernel, bias = theirs.decoder.layers[-1].get_weights()
+            theirs.decoder.layers[-1].set_weights([kernel, bias + offset])
+            ours.get_layer("decoder").set_weights(theirs.decoder.get_weights())
+            logits = keras.ops.convert_to_numpy(ours.get_layer("decoder")(theirs.encoder(x)[0][:, None, :]))
+            assert logits.min() > 30
+        expected = conv_experiments.keras_io_losses(theirs, x, eps)
+        got = loss(x.reshape(6, 784), ours([x.reshape(6, 784), eps[:, None, :].astype("float32")]))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, rtol=1e-5)
 
 
 @pytest.mark.slow
@@ -113,3 +121,54 @@ def test_the_figures_draw_from_a_quick_run(quick_run):
     figures = run_python(["scripts/plot_conv.py", "--results-dir", quick_run, "--output-dir", quick_run / "images"])
     assert figures.returncode == 0, figures.stderr[-2000:]
     assert all((quick_run / "images" / name).stat().st_size > 1000 for name in plot_conv.FIGURES)
+
+
+@pytest.mark.parametrize("part", conv_experiments.DATA_SETS)
+def test_the_committed_records_hold_their_settings_and_what_they_were_computed_from(part):
+    """Each committed record: the committed settings; each network's test NLL and the paired difference are
+    those of the per-image estimates beside it; the KL per dimension and the active units fit the latent size."""
+    record = json.loads((conv_experiments.OUTPUT_DIR / f"{part}.json").read_text())
+    settings = conv_experiments.SETTINGS[part]
+    assert record["settings"] == settings
+    results = record["results"]
+    with np.load(conv_experiments.OUTPUT_DIR / part / "log_px.npz") as arrays:
+        log_px = dict(arrays)
+    for network in settings["networks"]:
+        row = results[network]
+        assert len(log_px[network]) == results["num_test"] == settings["num_test"]
+        assert row["test_nll"] == pytest.approx(-log_px[network].mean(), rel=1e-9)
+        assert len(row["kl_per_dimension"]) == settings["latent_dim"]
+        assert 0 < row["active_units"] <= settings["latent_dim"]
+        assert len(row["train_loss_per_epoch"]) == settings["num_epochs"]
+        assert row["bias"]["difference"] < 2 * row["bias"]["stderr"]  # fewer samples: a lower bound, in expectation
+    paired = results["paired_with_mlp"]["conv"]
+    assert paired["difference"] == pytest.approx((log_px["mlp"] - log_px["conv"]).mean(), rel=1e-9)
+
+
+@full_mnist
+def test_the_committed_conv_model_gives_its_recorded_latent_dimensions_again():
+    """The saved MNIST convolutional model, reloaded in safe mode, gives the recorded KL per dimension and active
+    units on the same test images (recomputed here from its encoder)."""
+    from log_likelihood import load_vae
+    from posterior_collapse import active_units, kl_per_dimension, posterior_statistics
+
+    record = json.loads((conv_experiments.OUTPUT_DIR / "mnist.json").read_text())
+    settings = record["settings"]
+    _, x_test, _ = conv_experiments.load_pixels(settings)
+    vae = load_vae(conv_experiments.OUTPUT_DIR / "mnist" / "conv.keras")  # in safe mode
+    z_mean, z_log_var = posterior_statistics(vae, x_test)
+    np.testing.assert_allclose(kl_per_dimension(z_mean, z_log_var), record["results"]["conv"]["kl_per_dimension"],
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    assert active_units(z_mean) == record["results"]["conv"]["active_units"]
+
+
+def test_the_committed_keras_io_record_compares_the_two_on_the_same_images():
+    record = json.loads((conv_experiments.OUTPUT_DIR / "keras_io.json").read_text())
+    settings, results = record["settings"], record["results"]
+    assert settings == conv_experiments.SETTINGS["keras_io"] and results["num_test"] == settings["num_test"]
+    for name in ("keras_io", "ours"):
+        assert len(results[name]["loss"]) == settings["num_epochs"]
+    # The mean of the per-image differences is the difference of the means.
+    assert results["paired_with_keras_io"]["ours"]["difference"] == pytest.approx(
+        results["ours"]["test_loss"] - results["keras_io"]["test_loss"], abs=1e-6)
+    assert results["num_parameters"]["keras_io"] == results["num_parameters"]["ours"]

@@ -286,3 +286,101 @@ def test_the_first_post_promises_only_what_the_series_delivers():
     text = post_text(MAIN)
     assert "estimates it more tightly" not in text
     assert "* Speed:" not in text  # the performance page is not one of the five promises
+
+
+CONV = "convolutional-vaes-and-a-second-data-set"
+
+
+def test_the_collapse_paragraph_names_the_rows_that_hold_its_extremes():
+    """The counts' range is quoted from the rows that hold it; the IWAE S = 50 row's weakest active and strongest
+    inactive dimensions sit at the threshold after the short run and far apart after the long one."""
+    record = json.loads((REPO_ROOT / "results" / "collapse" / "diagnostics.json").read_text())
+    models, threshold = record["models"], record["settings"]["threshold"]
+    for group, low, high in (("iwae", "vae-k5", "iwae-k50"), ("iwae-long", "iwae-k1", "iwae-k50")):
+        counts = {name: model["active_units"] for name, model in models.items() if name.startswith(group + "/")}
+        assert counts[f"{group}/{low}"] == min(counts.values()) and counts[f"{group}/{high}"] == max(counts.values())
+    short, long = models["iwae/iwae-k50"], models["iwae-long/iwae-k50"]
+    assert threshold < short["smallest_active"] < 1.5 * threshold and threshold / 1.5 < short["largest_inactive"]
+    assert long["smallest_active"] > 10 * threshold and long["largest_inactive"] < threshold
+    assert long["active_units"] > models["iwae-long/vae-k50"]["active_units"]  # Burda et al.'s direction
+    text = post_text(CONV)
+    assert "both sit at the threshold" in text and "the two sides have drawn apart" in text
+    assert "reproduced once, not a measurement of its size" in text
+
+
+def test_a_kl_weight_above_one_loosens_the_bound_and_below_one_breaks_it():
+    """On a model with two latent states, where log p(x) is a finite sum: L_beta = L - (beta - 1) R, so beta > 1
+    stays below the ELBO (and log p(x)) for every q, while beta < 1 exceeds log p(x) at the exact posterior."""
+    rng = np.random.default_rng(3)
+    prior = np.array([0.3, 0.7])
+    for _ in range(20):
+        likelihood = rng.random(2)  # p(x | z) of one observed x
+        log_px = math.log(np.sum(prior * likelihood))
+        posterior = prior * likelihood / np.sum(prior * likelihood)
+        for q in (posterior, rng.dirichlet([1.0, 1.0])):
+            distortion = -np.sum(q * np.log(likelihood))
+            rate = np.sum(q * np.log(q / prior))
+            elbo = -distortion - rate
+            assert elbo <= log_px + 1e-12
+            for beta in (2.0, 4.0):
+                assert -distortion - beta * rate <= elbo + 1e-12
+        rate = np.sum(posterior * np.log(posterior / prior))
+        assert rate > 0 and np.sum(posterior * np.log(likelihood)) - 0.5 * rate > log_px
+    text = post_text(CONV)
+    assert "a looser lower bound on the log-likelihood" in text and "it is no bound at all" in text
+    assert "while its weight is below one" in text
+
+
+def test_the_kl_weight_reading_follows_the_records():
+    """Rate falls and distortion rises at every step of beta; a longer warm-up ends at more rate and less
+    distortion; the warm-ups' active units do not rise with the length."""
+    sweeps = {name: json.loads((REPO_ROOT / "results" / "kl-weight" / f"{name}.json").read_text())["results"]["values"]
+              for name in ("beta", "warmup")}  # fmt: skip
+    for name, sign in (("beta", 1), ("warmup", -1)):
+        values = sorted(sweeps[name].values(), key=lambda row: row["value"])
+        rates, distortions = np.array([r["rate"] for r in values]), np.array([r["distortion"] for r in values])
+        assert np.all(sign * np.diff(rates) < 0) and np.all(sign * np.diff(distortions) > 0), name
+    counts = [row["active_units"] for row in sorted(sweeps["warmup"].values(), key=lambda row: row["value"])]
+    assert counts != sorted(counts)
+    text = post_text(CONV)
+    assert "the rate falls and the distortion rises at every step" in text
+    assert "do not follow the length" in text and "not what a weight or a warm-up does to every model" in text
+
+
+def test_the_bias_reading_follows_the_conv_records():
+    """Every M-sample estimate fell below the reference one; under a nat on MNIST, a few nats on Fashion-MNIST;
+    the two networks' biases differ by a small fraction of their paired difference."""
+    for part, limit in (("mnist", 1.0), ("fashion_mnist", 5.0)):
+        results = json.loads((REPO_ROOT / "results" / "conv" / f"{part}.json").read_text())["results"]
+        biases = {network: results[network]["bias"]["difference"] for network in ("mlp", "conv")}
+        assert all(-limit < bias < 0 for bias in biases.values()), (part, biases)
+        gap = abs(biases["conv"] - biases["mlp"])
+        assert gap < 0.05 * abs(results["paired_with_mlp"]["conv"]["difference"]), (part, gap)
+    text = post_text(CONV)
+    assert "the difference is negative in every cell, under a nat per image on MNIST and a few nats on" in text
+
+
+def test_the_conv_reading_follows_the_seed_records_and_the_architecture():
+    """Every seed's paired difference is many times its standard error; most of the convolutional model's
+    parameters are the encoder's dense layer over the 7 x 7 x 64 feature maps."""
+    for study in ("conv-mnist", "conv-fashion-mnist"):
+        comparison = json.loads((REPO_ROOT / "results" / "seeds" / f"{study}.json").read_text())["comparisons"]["conv"]
+        assert all(abs(entry["difference"]) > 10 * entry["stderr"] for entry in comparison["per_seed"]), study
+    record = json.loads((REPO_ROOT / "results" / "conv" / "mnist.json").read_text())
+    hidden = record["settings"]["hidden_units"]
+    assert (7 * 7 * 64 + 1) * hidden > record["results"]["conv"]["num_parameters"] / 2
+    text = post_text(CONV)
+    assert "each seed's difference many times its standard error over the test images" in text
+    assert "most of them in the encoder's dense layer that reads the feature maps" in text
+
+
+def test_the_keras_io_gap_is_quoted_where_it_is_largest_and_last():
+    """The twin's training loss lay above keras.io's in every epoch, most in the third; both level off near 150."""
+    results = json.loads((REPO_ROOT / "results" / "conv" / "keras_io.json").read_text())["results"]
+    gaps = np.subtract(results["ours"]["loss"], results["keras_io"]["loss"])
+    assert np.all(gaps > 0) and int(np.argmax(gaps)) == 2, gaps
+    assert all(abs(results[name]["loss"][-1] - 150) < 5 for name in ("ours", "keras_io"))
+    text = post_text(CONV)
+    assert "{{% result results.ours.loss.2 minus=results.keras_io.loss.2" in text
+    assert "{{% result results.ours.loss.29 minus=results.keras_io.loss.29" in text
+    assert "one run of each cannot say" in text

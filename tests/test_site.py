@@ -654,6 +654,37 @@ def test_main_post_links_to_the_likelihoods_post(post_visit, site_url):
     assert site_url + LIKELIHOODS_POST_PATH in hrefs
 
 
+CONV_POST_PATH = "posts/convolutional-vaes-and-a-second-data-set/"
+
+
+def test_conv_post_shows_its_figures_tables_and_maths(browser, site_url):
+    figures = ("keras_io_loss.svg", "conv_model.svg", "images.svg", "kl_per_dimension.svg", "rate_distortion.svg",
+               "active_units.svg")  # fmt: skip
+    visit = visit_post(browser, site_url + CONV_POST_PATH, "Convolutional VAEs", figures, min_math=20)
+    page = visit.page
+    # Dense against convolutional: four rows (two data sets, two networks), an NLL with its standard error,
+    # active units at most d.
+    rows = page.locator("table", has_text="Dense against convolutional").locator("tbody tr")
+    assert rows.count() == 4
+    for index in range(4):
+        cells = rows.nth(index).locator("td").all_inner_texts()
+        nll, stderr = (float(part) for part in cells[2].split("±"))
+        active, latent_dim = (int(part) for part in cells[3].split("/"))
+        assert 0 < stderr < 50 and 0 <= active <= latent_dim, cells
+        if cells[0] == "MNIST":
+            assert 60 < nll < 543 and stderr < 5, cells  # a binary image's NLL: below 784 log 2 nats
+    # The KL weight tables: five values of beta and four warm-up lengths, each with its active units.
+    for caption, count in (("A KL weight throughout training", 5), ("A KL warm-up", 4)):
+        table = page.locator("table", has_text=caption).locator("tbody tr")
+        assert table.count() == count, caption
+    assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
+
+
+def test_main_post_links_to_the_conv_post(post_visit, site_url):
+    hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
+    assert site_url + CONV_POST_PATH in hrefs
+
+
 def listing_fragments(post):
     """The code of every ``.. listing::`` in a post's source, in order: the file's text between its
     ``:start-after:`` and ``:end-before:`` markers (docutils' include semantics), or all of it."""

@@ -88,10 +88,8 @@ class VAE(keras.Model):
 
         with tf.GradientTape() as tape:
             z_mean, z_log_var, z = self.encoder(data)
-            reconstruction = self.decoder(z)
-            reconstruction_loss = ops.mean(ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2)))
-            kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
-            kl_loss = ops.mean(ops.sum(kl_loss, axis=1))
+            reconstruction_loss, kl_loss = self.losses_per_image(data, z_mean, z_log_var, z)
+            reconstruction_loss, kl_loss = ops.mean(reconstruction_loss), ops.mean(kl_loss)
             total_loss = reconstruction_loss + kl_loss
         grads = tape.gradient(total_loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights, strict=True))
@@ -103,6 +101,15 @@ class VAE(keras.Model):
             "reconstruction_loss": self.reconstruction_loss_tracker.result(),
             "kl_loss": self.kl_loss_tracker.result(),
         }
+
+    def losses_per_image(self, data, z_mean, z_log_var, z):
+        """Ours: the example's two loss terms image by image (``train_step`` averages them), so that the same
+        code scores the model. Keras' cross-entropy of the sigmoid's probabilities works from its logits only
+        because TensorFlow's sigmoid keeps them on its output."""
+        reconstruction = self.decoder(z)
+        reconstruction_loss = ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2))
+        kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
+        return reconstruction_loss, ops.sum(kl_loss, axis=1)
 
     def call(self, x):
         z_mean, z_log_var, z = self.encoder(x)
