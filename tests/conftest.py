@@ -66,6 +66,18 @@ def assert_settings_recorded(experiments):
         assert recorded == experiments.SETTINGS[part], f"{part}: rerun {pathlib.Path(experiments.__file__).name}"
 
 
+def committed_part(experiments, part):
+    """A committed part record of an experiments module, checked to hold the module's settings, and its
+    per-image ``log p(x)`` arrays (``<part>/log_px.npz`` beside it): ``(results, settings, log_px)``."""
+    import numpy as np
+
+    record = json.loads((experiments.OUTPUT_DIR / f"{part}.json").read_text())
+    settings = experiments.SETTINGS[part]
+    assert record["settings"] == settings
+    with np.load(experiments.OUTPUT_DIR / part / "log_px.npz") as arrays:
+        return record["results"], settings, dict(arrays)
+
+
 def assert_figures_current(script, output_dir, figures, tmp_path, record_name="figures.json", same_bytes=None):
     """Redrawn by today's code from the committed inputs, the figures equal the committed ones, and the fresh
     record's settings and fingerprint (the plotted arrays, texts and styles) match the committed record,

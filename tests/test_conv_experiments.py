@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import conv_experiments
-from conftest import MNIST_SUBSET_DIR, full_mnist, run_python
+from conftest import MNIST_SUBSET_DIR, committed_part, full_mnist, run_python
 
 SUBSETS = {"MNIST_DIR": str(MNIST_SUBSET_DIR), "FASHION_MNIST_DIR": str(MNIST_SUBSET_DIR.with_name("fashion-mnist"))}
 
@@ -127,12 +127,7 @@ def test_the_figures_draw_from_a_quick_run(quick_run):
 def test_the_committed_records_hold_their_settings_and_what_they_were_computed_from(part):
     """Each committed record: the committed settings; each network's test NLL and the paired difference are
     those of the per-image estimates beside it; the KL per dimension and the active units fit the latent size."""
-    record = json.loads((conv_experiments.OUTPUT_DIR / f"{part}.json").read_text())
-    settings = conv_experiments.SETTINGS[part]
-    assert record["settings"] == settings
-    results = record["results"]
-    with np.load(conv_experiments.OUTPUT_DIR / part / "log_px.npz") as arrays:
-        log_px = dict(arrays)
+    results, settings, log_px = committed_part(conv_experiments, part)
     for network in settings["networks"]:
         row = results[network]
         assert len(log_px[network]) == results["num_test"] == settings["num_test"]

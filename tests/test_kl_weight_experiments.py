@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kl_weight_experiments
-from conftest import MNIST_SUBSET_DIR, run_python
+from conftest import MNIST_SUBSET_DIR, committed_part, run_python
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +85,7 @@ def test_the_committed_records_hold_their_settings_and_what_they_were_computed_f
     """Each committed record: the committed settings; every model's test NLL and paired difference are those of
     the per-image estimates beside it; the weight counted every step of the run; the unweighted model is the
     same in both sweeps (training is deterministic, so the other rows differ by their weight alone)."""
-    record = json.loads((kl_weight_experiments.OUTPUT_DIR / f"{part}.json").read_text())
-    settings = kl_weight_experiments.SETTINGS[part]
-    assert record["settings"] == settings
-    results = record["results"]
-    with np.load(kl_weight_experiments.OUTPUT_DIR / part / "log_px.npz") as arrays:
-        log_px = dict(arrays)
+    results, settings, log_px = committed_part(kl_weight_experiments, part)
     reference = kl_weight_experiments.value_key(kl_weight_experiments.REFERENCE[part])
     steps = settings["num_epochs"] * math.ceil(settings["num_train"] / settings["batch_size"])
     for key, row in results["values"].items():
