@@ -105,9 +105,24 @@ class MonteCarloKL(KLDivergence):
 
     Override `log_posterior` or `log_prior` for other densities (a flow's
     ``q``, a mixture prior): the estimate needs nothing else.
+
+    With ``path_derivative=True`` the gradient is Roeder, Wu & Duvenaud's
+    (2017) "sticking the landing" estimator. With ``z = mu + sigma * eps``,
+    the gradient of ``log q(z|x)`` with respect to the encoder's weights
+    ``phi`` has two parts: through the sample (``d log q / dz * dz / dphi``,
+    the path) and through ``q``'s parameters at a fixed ``z`` (the score,
+    ``d log q / dphi``, whose expectation under ``q`` is zero). Stopping the
+    gradient through ``z_mean`` and ``z_log_var`` inside ``log q`` drops the
+    score: the value and the expected gradient are unchanged, and when ``q``
+    is the true posterior, ``log p(x, z) - log q(z|x) = log p(x)`` for every
+    ``z``, so every draw's gradient is zero.
     """
 
     required = ("z", "z_mean", "z_log_var")
+
+    def __init__(self, path_derivative=False, **kwargs):
+        super().__init__(**kwargs)
+        self.path_derivative = bool(path_derivative)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -121,6 +136,8 @@ class MonteCarloKL(KLDivergence):
 
     def log_posterior(self, inputs):
         z_mean, z_log_var = (ops.expand_dims(inputs[name], axis=-2) for name in ("z_mean", "z_log_var"))
+        if self.path_derivative:  # q's parameters held fixed: the gradient reaches phi through z only
+            z_mean, z_log_var = ops.stop_gradient(z_mean), ops.stop_gradient(z_log_var)
         return gaussian_log_density(inputs["z"], z_mean, z_log_var)
 
     def log_prior(self, inputs):
@@ -128,6 +145,9 @@ class MonteCarloKL(KLDivergence):
 
     def kl_terms(self, inputs):
         return self.log_posterior(inputs) - self.log_prior(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "path_derivative": self.path_derivative}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
