@@ -57,6 +57,13 @@ STUDIES = {
         "python scripts/conv_experiments.py --parts fashion_mnist --seed {seed} "
         "--output-dir results/seeds/conv-fashion-mnist/seed-{seed}",
     ),
+    "gradients": (
+        "results/gradients/training.json",
+        "training.json",
+        "results.paired_with_total",
+        "python scripts/gradient_experiments.py --parts training --seed {seed} "
+        "--output-dir results/seeds/gradients/seed-{seed}",
+    ),
     "classification": (
         "results/likelihoods/classification.json",
         "classification.json",

@@ -14,14 +14,15 @@ import pytest
 from conftest import REPO_ROOT
 
 BACKENDS = ("jax", "torch")
-# The composed VAE, its training, checkpoints and resume, and the likelihoods' maths; the experiment scripts and
-# records are TensorFlow's.
+# The composed VAE, its training, checkpoints and resume, the likelihoods' maths and the gradient estimators;
+# the experiment scripts and records are TensorFlow's.
 CORE_TESTS = [
     "tests/test_compose.py",
     "tests/test_training.py",
     "tests/test_checkpoints.py",
     "tests/test_likelihoods.py",
     "tests/test_convolutional.py",
+    "tests/test_gradients.py",
 ]
 
 

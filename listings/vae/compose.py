@@ -22,7 +22,11 @@ A model is an encoder and a decoder network and four choices:
   are ``z`` (Bayesian linear or softmax regression);
 * the objective, a reduction over the samples of the per-sample log weight
   ``log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x)``: the ELBO is its
-  mean, the IWAE bound (Burda, Grosse & Salakhutdinov 2015) its log-mean-exp.
+  mean, the IWAE bound (Burda, Grosse & Salakhutdinov 2015) its log-mean-exp;
+  and the estimator of its gradient for the encoder (`gradients`):
+  ``"total"`` (as automatic differentiation gives it), ``"stl"`` for the
+  ELBO or ``"dreg"`` for the IWAE bound, which drop a term whose mean is
+  zero.
 
 The networks are dense by default; ``encoder="conv"`` and ``decoder="conv"``
 swap in strided convolutions over ``x`` read as an image (`convolutional`).
@@ -49,6 +53,7 @@ from avb import build_implicit_encoder
 from convolutional import IMAGE_SHAPE, NETWORKS, build_conv_decoder, build_conv_encoder, check_networks
 from discriminator import build_discriminator
 from flows import FLOWS, FlowKL, build_flow
+from gradients import GRADIENTS, DoublyReparameterizedPath, check_gradient
 from kl_divergence import (
     ADVERSARIAL_ESTIMATORS,
     ESTIMATORS,
@@ -111,19 +116,21 @@ def check_parts(posterior, divergence, likelihood, objective):
 
 
 # [start divergence]
-def divergence_estimator(divergence, posterior, data_dim, latent_dim, discriminator_units=64, discriminator_layers=2):
+def divergence_estimator(divergence, posterior, data_dim, latent_dim, discriminator_units=64, discriminator_layers=2,
+                         path_derivative=False):  # fmt: skip
     """The layer that estimates ``KL[q(z|x) || p(z)]`` at each sample of ``z``, for a `divergence` choice.
 
     The closed form of a diagonal Gaussian; ``log q(z|x) - log p(z)`` at the
-    sample (through the flow's change of variables for a flow posterior); or
-    a discriminator ``T(x, z)`` of its own, for the adversarial ones.
+    sample (through the flow's change of variables for a flow posterior),
+    with ``q``'s parameters held fixed for a ``path_derivative``; or a
+    discriminator ``T(x, z)`` of its own, for the adversarial ones.
     """
     if divergence in ADVERSARIAL_ESTIMATORS:
         discriminator = build_discriminator(data_dim, latent_dim, discriminator_units, discriminator_layers)
         return {"adversarial": AdversarialKL, "adaptive_contrast": AdaptiveContrastKL}[divergence](discriminator)
     if divergence == "closed_form":
         return ClosedFormKL()
-    return FlowKL() if posterior in FLOWS else MonteCarloKL()
+    return FlowKL() if posterior in FLOWS else MonteCarloKL(path_derivative=path_derivative)
 
 
 # [end divergence]
@@ -189,6 +196,7 @@ def compose_vae(
     image_shape=IMAGE_SHAPE,
     kl_weight=1.0,
     kl_warmup_steps=0,
+    gradient="total",
 ):
     """The VAE with the parts named; compile it with ``loss=NegativeObjective(objective, likelihood)``.
 
@@ -211,9 +219,11 @@ def compose_vae(
     (keras.io's layers, ReLU; of the dense settings the conv encoder takes
     only ``hidden_units``, its last dense layer's width).
     ``kl_weight`` (beta) and ``kl_warmup_steps`` weight the log density
-    ratio in training only (`KLWeight`), for the ELBO.
+    ratio in training only (`KLWeight`), for the ELBO. ``gradient`` picks
+    the encoder's gradient estimator (`gradients`); it changes no value.
     """
     check_parts(posterior, divergence, likelihood, objective)
+    check_gradient(gradient, posterior, divergence, objective, decoder)
     check_networks(encoder, decoder, posterior, likelihood, data_dim, image_shape)
     check_kl_weight(objective, kl_weight, kl_warmup_steps)
     check_positive_ints(
@@ -229,12 +239,17 @@ def compose_vae(
     # [start decoder-choice]
     if decoder == "linear":  # p(y | x, z): z is the linear model's weights
         parameters = build_linear_decoder(likelihood, data_dim, width, heteroscedastic)([x, terms["z"]])
-    elif decoder == "conv":
-        decoder_network = build_conv_decoder(likelihood, latent_dim, image_shape, heteroscedastic=heteroscedastic)
-        parameters = decoder_network(terms["z"])
     else:
-        parameters = build_decoder(likelihood, width, hidden_units, latent_dim, hidden_layers, activation,
-                                   heteroscedastic=heteroscedastic)(terms["z"])  # fmt: skip
+        if decoder == "conv":
+            decoder_network = build_conv_decoder(likelihood, latent_dim, image_shape, heteroscedastic=heteroscedastic)
+        else:
+            decoder_network = build_decoder(likelihood, width, hidden_units, latent_dim, hidden_layers, activation,
+                                            heteroscedastic=heteroscedastic)  # fmt: skip
+        if gradient == "dreg":  # a first pass for the importance weights, then z with its path reweighted
+            weights_ratio = PerSampleLogRatio(MonteCarloKL(), name="weights_log_ratio")(terms)
+            path = DoublyReparameterizedPath(likelihood, name="dreg_path")
+            terms["z"] = path([terms["z"], x, decoder_network(terms["z"]), weights_ratio])
+        parameters = decoder_network(terms["z"])
     # [end decoder-choice]
     parameters = layers.Identity(name="parameters")(parameters)
 
@@ -243,13 +258,13 @@ def compose_vae(
         terms["z_prior"] = keras.Input(shape=(None, latent_dim), name="z_prior")
         inputs.append(terms["z_prior"])
     estimator = divergence_estimator(divergence, posterior, data_dim, latent_dim, discriminator_units,
-                                     discriminator_layers)  # fmt: skip
+                                     discriminator_layers, path_derivative=gradient != "total")  # fmt: skip
     scale = 1.0 / num_examples if posterior == "global" else 1.0
     log_ratio = PerSampleLogRatio(estimator, scale, name="log_ratio")(terms)
     if kl_weight != 1 or kl_warmup_steps:
         log_ratio = KLWeight(kl_weight, kl_warmup_steps, name="kl_weight")(log_ratio)
 
-    name = f"vae_{posterior}_{divergence}_{likelihood}_{objective}"
+    name = f"vae_{posterior}_{divergence}_{likelihood}_{objective}" + ("" if gradient == "total" else f"_{gradient}")
     return BoundModel(inputs=inputs, outputs=[parameters, log_ratio], name=name)
 
 
@@ -268,6 +283,8 @@ def main(argv=None):
     parser.add_argument("--decoder", default="mlp", help=f"the decoder network, one of {NETWORKS} (default: mlp)")
     parser.add_argument("--kl-weight", type=float, default=1.0, help="beta, the weight of the KL (default: 1)")
     parser.add_argument("--kl-warmup-steps", type=int, default=0, help="steps of KL warm-up (default: 0, none)")
+    parser.add_argument("--gradient", default="total", help=f"the encoder's gradient, one of {GRADIENTS} "
+                        "(default: total)")  # fmt: skip
     args = parser.parse_args(argv)
     divergence = args.divergence
     if divergence is None:
@@ -278,7 +295,7 @@ def main(argv=None):
         vae = compose_vae(
             1 if categorical else 784, args.latent_dim, args.posterior, divergence, args.likelihood, args.objective,
             num_classes=10 if categorical else None, encoder=args.encoder, decoder=args.decoder,
-            kl_weight=args.kl_weight, kl_warmup_steps=args.kl_warmup_steps,
+            kl_weight=args.kl_weight, kl_warmup_steps=args.kl_warmup_steps, gradient=args.gradient,
         )  # fmt: skip
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -239,6 +239,14 @@ class FlowKL(MonteCarloKL):
 
     required = ("z", "z_0", "z_mean", "z_log_var", "log_det")
 
+    def __init__(self, path_derivative=False, **kwargs):
+        if path_derivative:
+            raise ValueError(
+                "FlowKL cannot hold the flow's parameters fixed in log q_K(z_K|x): that needs z_0 recomputed from "
+                "z_K by the flow's inverse. Received: path_derivative=True"
+            )
+        super().__init__(**kwargs)
+
     def build(self, input_shape):
         super().build(input_shape)
         z_shape, z_0_shape = tuple(input_shape["z"]), tuple(input_shape["z_0"])

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 
 from compose import NegativeObjective, check_parts, compose_vae
+from gradients import check_gradient, model_gradient
 from likelihoods import check_support, negative_log_likelihood
 from log_likelihood import exact_log_ratio_model
 from objectives import check_kl_weight
@@ -156,6 +157,7 @@ def fit_vae(vae, x, likelihood="bernoulli", objective="elbo", epochs=10, batch_s
     if "kl_weight" in [layer.name for layer in vae.layers]:  # a weighted log ratio: the ELBO's terms only
         kl_weight = vae.get_layer("kl_weight")
         check_kl_weight(objective, kl_weight.beta, kl_weight.warmup_steps)
+    check_gradient(model_gradient(vae), objective=objective)  # STL for the ELBO, DReG for the IWAE bound
     check_positive_ints(epochs=epochs)
     if not np.isfinite(learning_rate) or learning_rate <= 0:
         raise ValueError(f"Expected `learning_rate` to be a positive number. Received: learning_rate={learning_rate}")
