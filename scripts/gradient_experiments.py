@@ -3,6 +3,12 @@
 Writes, in ``--output-dir`` (default ``results/gradients``), one record per
 part, each with the SHA-256 of the inputs it came from:
 
+* ``toy.json``: the same measurement on one image of a linear-Gaussian model
+  whose posterior is known in closed form, with ``q`` set a little off it
+  (``offset`` added to its mean and log variance): there the importance
+  weights are nearly equal and the asymptotic rates hold (Rainforth et al.
+  2018: the total derivative's encoder SNR falls like ``S**-0.5``; Tucker
+  et al. 2019: DReG's rises like ``S**0.5``).
 * ``spread.json``: on two trained rows of the IWAE table (``vae-k1`` for the
   ELBO, ``iwae-k50`` for the IWAE bound), the gradient of the loss on one
   batch of test images over many draws of the noise, for each number of
@@ -41,11 +47,18 @@ import provenance  # noqa: E402
 
 OUTPUT_DIR = REPO_ROOT / "results" / "gradients"
 TABLE_DIR = REPO_ROOT / "results" / "iwae"
-PARTS = ("spread", "training")
-MNIST_PARTS = PARTS
+PARTS = ("toy", "spread", "training")
+MNIST_PARTS = ("spread", "training")
 ARCHITECTURE = {"latent_dim": 50, "hidden_units": 200, "hidden_layers": 2, "activation": "tanh"}  # Burda et al.'s
 ESTIMATORS = {"elbo": ("total", "stl"), "iwae": ("total", "dreg")}  # the reference first
 SETTINGS = {
+    "toy": {
+        "data_dim": 5,
+        "offset": 0.3,
+        "mc_samples": [1, 3, 10, 30, 100, 300, 1000],
+        "draws": 1000,
+        "seed": 0,
+    },
     "spread": {
         "rows": {"elbo": "vae-k1", "iwae": "iwae-k50"},
         "mc_samples": [1, 3, 10, 30, 100, 300, 1000],
@@ -66,6 +79,7 @@ SETTINGS = {
     },
 }
 QUICK = {
+    "toy": {**SETTINGS["toy"], "mc_samples": [1, 4], "draws": 6},
     "spread": {**SETTINGS["spread"], "mc_samples": [1, 4], "batch_size": 3, "draws": 6},
     "training": {
         **SETTINGS["training"],
@@ -79,6 +93,93 @@ QUICK = {
     },
 }
 FINGERPRINT = QUICK
+
+
+def linear_gaussian_vae(objective, gradient, x, offset=0.0):
+    """A linear-Gaussian VAE whose q(z|x) is its exact posterior (plus ``offset`` on its mean and log variance);
+    also its log p(x) from SciPy.
+
+    p(z) = N(0, I), p(x|z) = N(W z + b, s^2 I) with orthogonal columns of W, so the posterior
+    N(C W^T (x - b) / s^2, C), C = (I + W^T W / s^2)^-1, is diagonal: the encoder's family.
+    """
+    import numpy as np
+    from scipy import stats
+
+    from compose import compose_vae
+
+    data_dim, latent_dim, scale = x.shape[-1], 2, 0.7
+    w = np.linalg.qr(np.random.default_rng(3).standard_normal((data_dim, latent_dim)))[0] * np.array([1.5, 0.8])
+    b = np.linspace(-0.5, 0.5, data_dim)
+    covariance = np.linalg.inv(np.eye(latent_dim) + w.T @ w / scale**2)
+    assert np.allclose(covariance, np.diag(np.diag(covariance)))
+    vae = compose_vae(data_dim, latent_dim, divergence="monte_carlo", likelihood="gaussian", objective=objective,
+                      hidden_units=data_dim, activation="linear", gradient=gradient)  # fmt: skip
+    gain = covariance @ w.T / scale**2  # z_mean = gain (x - b)
+    weights = {
+        "encoder_hidden": [np.eye(data_dim), np.zeros(data_dim)],
+        "z_mean": [gain.T, -gain @ b + offset],
+        "z_log_var": [np.zeros((data_dim, latent_dim)), np.log(np.diag(covariance)) + offset],
+        "decoder_hidden": [w.T, np.zeros(data_dim)],
+        "x_parameters": [np.eye(data_dim), b],
+        "log_scale": [np.full(data_dim, math.log(scale))],
+    }
+    for network in ("encoder", "decoder"):
+        for layer in vae.get_layer(network).layers:
+            for name, values in weights.items():
+                if layer.name.startswith(name):
+                    layer.set_weights([v.astype("float32") for v in values])
+    log_px = stats.multivariate_normal(b, w @ w.T + scale**2 * np.eye(data_dim)).logpdf(x)
+    return vae, log_px
+
+
+def spread_by_samples(models, objective, likelihood, x, latent_dim, settings):
+    """The spread of each model's gradient draws at each S (the same eps for every model), and the SNR slopes."""
+    import numpy as np
+
+    from gradients import gradient_function
+    from objectives import NegativeObjective
+
+    functions = {
+        (gradient, network): gradient_function(vae, NegativeObjective(objective, likelihood),
+                                               vae.get_layer(network).trainable_weights)  # fmt: skip
+        for gradient, vae in models.items()
+        for network in ("encoder", "decoder")
+    }
+    rng = np.random.default_rng(settings["seed"])
+    per_samples = {}
+    for mc_samples in settings["mc_samples"]:
+        print(f"  {objective}, S = {mc_samples} ...", flush=True)
+        draws = {key: [] for key in functions}
+        for _ in range(settings["draws"]):  # the same eps for every estimator
+            eps = rng.standard_normal((len(x), mc_samples, latent_dim), dtype="float32")
+            for key, gradient_of in functions.items():
+                draws[key].append(gradient_of(x, eps))
+        per_samples[str(mc_samples)] = {
+            gradient: {network: spread_of(np.array(draws[gradient, network])) for network in ("encoder", "decoder")}
+            for gradient in models
+        }
+    slopes = {
+        gradient: {
+            network: log_slope(settings["mc_samples"], [per_samples[str(s)][gradient][network]["mean_snr"]
+                                                        for s in settings["mc_samples"]])  # fmt: skip
+            for network in ("encoder", "decoder")
+        }
+        for gradient in models
+    }
+    return {"by_samples": per_samples, "snr_log_slope": slopes}
+
+
+def run_toy(settings):
+    import numpy as np
+
+    x = np.random.default_rng(settings["seed"]).normal(size=(1, settings["data_dim"])).astype("float32")
+    results = {}
+    for objective, estimators in ESTIMATORS.items():
+        models = {gradient: linear_gaussian_vae(objective, gradient, x, settings["offset"])[0]
+                  for gradient in estimators}  # fmt: skip
+        results[objective] = spread_by_samples(models, objective, "gaussian", x, 2, settings)
+        print(f"  {objective}: SNR slopes {results[objective]['snr_log_slope']}", flush=True)
+    return results
 
 
 def twin(vae, objective, gradient):
@@ -113,47 +214,15 @@ def log_slope(xs, ys):
 
 
 def run_spread(settings, x_test, table_dir=TABLE_DIR):
-    import numpy as np
-
-    from gradients import gradient_function
     from mc_samples_experiments import load_row
-    from objectives import NegativeObjective
 
-    x = x_test[: settings["batch_size"]]
-    results = {}
+    x, results = x_test[: settings["batch_size"]], {}
     for objective, row in settings["rows"].items():
         trained = load_row(table_dir, row)
-        latent_dim = trained.inputs[1].shape[-1]
         models = {gradient: twin(trained, objective, gradient) for gradient in ESTIMATORS[objective]}
-        functions = {
-            (gradient, network): gradient_function(vae, NegativeObjective(objective),
-                                                   vae.get_layer(network).trainable_weights)  # fmt: skip
-            for gradient, vae in models.items()
-            for network in ("encoder", "decoder")
-        }
-        rng = np.random.default_rng(settings["seed"])
-        per_samples = {}
-        for mc_samples in settings["mc_samples"]:
-            print(f"  {objective}, S = {mc_samples} ...", flush=True)
-            draws = {key: [] for key in functions}
-            for _ in range(settings["draws"]):  # the same eps for every estimator
-                eps = rng.standard_normal((len(x), mc_samples, latent_dim), dtype="float32")
-                for key, gradient_of in functions.items():
-                    draws[key].append(gradient_of(x, eps))
-            per_samples[str(mc_samples)] = {
-                gradient: {network: spread_of(np.array(draws[gradient, network])) for network in ("encoder", "decoder")}
-                for gradient in models
-            }
-        slopes = {
-            gradient: {
-                network: log_slope(settings["mc_samples"], [per_samples[str(s)][gradient][network]["mean_snr"]
-                                                            for s in settings["mc_samples"]])  # fmt: skip
-                for network in ("encoder", "decoder")
-            }
-            for gradient in models
-        }
-        results[objective] = {"row": row, "by_samples": per_samples, "snr_log_slope": slopes}
-        print(f"  {objective}: SNR slopes {slopes}", flush=True)
+        results[objective] = {"row": row, **spread_by_samples(models, objective, "bernoulli", x,
+                                                               trained.inputs[1].shape[-1], settings)}  # fmt: skip
+        print(f"  {objective}: SNR slopes {results[objective]['snr_log_slope']}", flush=True)
     return results
 
 
@@ -199,6 +268,8 @@ def run_training(settings, x_train, x_test, output_dir):
 def run_part(part, settings, output_dir):
     from mnist_data import binarize_once, flatten_and_scale, load_mnist
 
+    if part == "toy":
+        return run_toy(settings)
     (x_train, _), (x_test, _) = load_mnist()
     num_test = settings["batch_size"] if part == "spread" else settings["num_test"]
     x_test = binarize_once(flatten_and_scale(x_test[:num_test]), settings["seed"] + 1)

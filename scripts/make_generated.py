@@ -48,6 +48,8 @@ STEPS = [
     ("plot_kl_weight", None),
     ("conv_experiments", "make conv"),
     ("plot_conv", None),
+    ("gradient_experiments", "make gradients"),
+    ("plot_gradients", None),
     ("seeds", None),
     ("collapse_diagnostics", None),
     ("make_notebooks", None),  # last: the notebooks carry the numbers the steps above record

@@ -290,6 +290,12 @@ BAD_INPUTS = [
         {},
         ["fashion-mnist holds the committed test subset"],
     ),
+    ("listings/vae/gradients.py", ["--draws", "1"], {}, ["--draws to be at least 2", "received 1"]),
+    ("listings/vae/compose.py", ["--objective", "iwae", "--gradient", "stl"], {}, ["gradient='stl'", "dreg"]),
+    ("listings/vae/training.py", ["--gradient", "dreg"], {}, ["gradient='dreg'", "objective='elbo'"]),
+    ("scripts/gradient_experiments.py", ["--parts", "hessian"], SUBSET, ["unknown parts", "spread, training"]),
+    ("scripts/gradient_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+    ("scripts/plot_gradients.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "gradient_experiments"]),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -378,6 +384,12 @@ BAD_INPUT_IDS = [
     "keras-io-vae-unknown-dataset",
     "mnist-subset-unknown-dataset",
     "mnist-subset-over-the-committed-fashion-subset",
+    "gradients-draws-1",
+    "compose-stl-on-the-iwae-bound",
+    "training-dreg-on-the-elbo",
+    "gradient-experiments-unknown-part",
+    "gradient-experiments-quick-over-committed",
+    "plot-gradients-missing-results",
 ]
 # Programs that write files get an --output-dir of their own.
 WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py", "export_explorer.py")

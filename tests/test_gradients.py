@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from compose import compose_vae
+from gradient_experiments import linear_gaussian_vae
 from gradients import check_gradient, gradient_function, model_gradient
 from likelihoods import negative_log_likelihood
 from objectives import NegativeObjective
@@ -111,39 +112,6 @@ def test_the_expected_encoder_gradient_is_the_total_derivatives(objective, gradi
     assert np.var(estimator, axis=0).sum() < np.var(total, axis=0).sum()  # and the spread is smaller here
     for iwae_stl in control:  # the test can tell a biased estimator
         assert np.max(t_statistics(iwae_stl, total)) > 2 * T_LIMIT
-
-
-def linear_gaussian_vae(objective, gradient, x):
-    """A linear-Gaussian VAE whose q(z|x) is its exact posterior; also its log p(x) from SciPy.
-
-    p(z) = N(0, I), p(x|z) = N(W z + b, s^2 I) with orthogonal columns of W, so the posterior
-    N(C W^T (x - b) / s^2, C), C = (I + W^T W / s^2)^-1, is diagonal: the encoder's family.
-    """
-    from scipy import stats
-
-    data_dim, latent_dim, scale = x.shape[-1], 2, 0.7
-    w = np.linalg.qr(np.random.default_rng(3).standard_normal((data_dim, latent_dim)))[0] * np.array([1.5, 0.8])
-    b = np.linspace(-0.5, 0.5, data_dim)
-    covariance = np.linalg.inv(np.eye(latent_dim) + w.T @ w / scale**2)
-    assert np.allclose(covariance, np.diag(np.diag(covariance)))
-    vae = compose_vae(data_dim, latent_dim, divergence="monte_carlo", likelihood="gaussian", objective=objective,
-                      hidden_units=data_dim, activation="linear", gradient=gradient)  # fmt: skip
-    gain = covariance @ w.T / scale**2  # z_mean = gain (x - b)
-    weights = {
-        "encoder_hidden": [np.eye(data_dim), np.zeros(data_dim)],
-        "z_mean": [gain.T, -gain @ b],
-        "z_log_var": [np.zeros((data_dim, latent_dim)), np.log(np.diag(covariance))],
-        "decoder_hidden": [w.T, np.zeros(data_dim)],
-        "x_parameters": [np.eye(data_dim), b],
-        "log_scale": [np.full(data_dim, math.log(scale))],
-    }
-    for network in ("encoder", "decoder"):
-        for layer in vae.get_layer(network).layers:
-            for name, values in weights.items():
-                if layer.name.startswith(name):
-                    layer.set_weights([v.astype("float32") for v in values])
-    log_px = stats.multivariate_normal(b, w @ w.T + scale**2 * np.eye(data_dim)).logpdf(x)
-    return vae, log_px
 
 
 @pytest.mark.parametrize("objective, gradient", [("elbo", "stl"), ("iwae", "dreg")])

@@ -685,6 +685,30 @@ def test_main_post_links_to_the_conv_post(post_visit, site_url):
     assert site_url + CONV_POST_PATH in hrefs
 
 
+GRADIENTS_POST_PATH = "posts/better-gradients-with-one-stop-gradient/"
+
+
+def test_gradients_post_shows_its_figures_table_and_maths(browser, site_url):
+    figures = ("snr.svg", "variance.svg", "training.svg")
+    visit = visit_post(browser, site_url + GRADIENTS_POST_PATH, "Better Gradients", figures, min_math=20)
+    # The training table: the ELBO and the IWAE bound, each an NLL with the total derivative and with the
+    # estimator (binary images: below 784 log 2 nats), and a paired difference with its standard error.
+    rows = visit.page.locator("table", has_text="Paired difference").locator("tbody tr")
+    assert rows.count() == 2
+    for index in range(2):
+        cells = rows.nth(index).locator("td").all_inner_texts()
+        totals = [float(cell.split("(")[0]) for cell in cells[1:3]]
+        difference, stderr = (float(part) for part in cells[3].split("±"))
+        assert all(60 < nll < 543 for nll in totals) and 0 < stderr < 5, cells
+        assert difference == pytest.approx(totals[0] - totals[1], abs=0.02), cells  # NLLs: total minus estimator
+    assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
+
+
+def test_main_post_links_to_the_gradients_post(post_visit, site_url):
+    hrefs = post_visit.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
+    assert site_url + GRADIENTS_POST_PATH in hrefs
+
+
 def listing_fragments(post):
     """The code of every ``.. listing::`` in a post's source, in order: the file's text between its
     ``:start-after:`` and ``:end-before:`` markers (docutils' include semantics), or all of it."""

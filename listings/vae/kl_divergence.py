@@ -134,11 +134,14 @@ class MonteCarloKL(KLDivergence):
                 f"z_log_var={tuple(input_shape['z_log_var'])}"
             )
 
+    # [start path-derivative]
     def log_posterior(self, inputs):
         z_mean, z_log_var = (ops.expand_dims(inputs[name], axis=-2) for name in ("z_mean", "z_log_var"))
         if self.path_derivative:  # q's parameters held fixed: the gradient reaches phi through z only
             z_mean, z_log_var = ops.stop_gradient(z_mean), ops.stop_gradient(z_log_var)
         return gaussian_log_density(inputs["z"], z_mean, z_log_var)
+
+    # [end path-derivative]
 
     def log_prior(self, inputs):
         return gaussian_log_density(inputs["z"], 0.0, ops.zeros_like(inputs["z"]))

@@ -296,17 +296,21 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=2, help="passes over the data (default: 2)")
     parser.add_argument("--mc-samples", type=int, default=1, help="samples of z per image, S (default: 1)")
     parser.add_argument("--objective", default="elbo", help="elbo or iwae (default: elbo)")
+    parser.add_argument("--gradient", default="total", help="the encoder's gradient: total, stl (ELBO) or dreg "
+                        "(IWAE bound) (default: total)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the weights (default: 0)")
     args = parser.parse_args(argv)
     try:
         check_positive_ints(epochs=args.epochs, mc_samples=args.mc_samples)
-        divergence = "monte_carlo" if args.objective == "iwae" else "closed_form"
+        exact = args.objective == "iwae" or args.gradient != "total"  # log q(z|x) at every sample
+        divergence = "monte_carlo" if exact else "closed_form"
         check_parts("gaussian", divergence, "bernoulli", args.objective)
+        check_gradient(args.gradient, "gaussian", divergence, args.objective)
     except ValueError as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     grey = np.random.default_rng(args.seed).random((500, 16), dtype="float32")
     keras.utils.set_random_seed(args.seed)
-    vae = compose_vae(16, 2, divergence=divergence, objective=args.objective, hidden_units=32)
+    vae = compose_vae(16, 2, divergence=divergence, objective=args.objective, hidden_units=32, gradient=args.gradient)
     history = fit_vae(vae, grey, "bernoulli", args.objective, epochs=args.epochs, batch_size=50,
                       mc_samples=args.mc_samples, binarize=True, seed=args.seed, verbose=0)  # fmt: skip
     for epoch, loss in enumerate(history["loss"], start=1):
