@@ -93,8 +93,8 @@ kl-weight: setup
 	$(PYTHON) scripts/plot_kl_weight.py --if-stale
 
 # The encoder's gradient estimators: their signal-to-noise ratio against S on
-# two trained rows of the IWAE table, and four models trained with each
-# (about 20 minutes on two cores).
+# a linear-Gaussian model and on two trained rows of the IWAE table, and four
+# models trained with each (about 25 minutes on two cores).
 gradients: setup
 	$(PYTHON) scripts/gradient_experiments.py --if-stale
 	$(PYTHON) scripts/plot_gradients.py --if-stale

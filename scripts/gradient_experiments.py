@@ -99,8 +99,9 @@ def linear_gaussian_vae(objective, gradient, x, offset=0.0):
     """A linear-Gaussian VAE whose q(z|x) is its exact posterior (plus ``offset`` on its mean and log variance);
     also its log p(x) from SciPy.
 
-    p(z) = N(0, I), p(x|z) = N(W z + b, s^2 I) with orthogonal columns of W, so the posterior
-    N(C W^T (x - b) / s^2, C), C = (I + W^T W / s^2)^-1, is diagonal: the encoder's family.
+    p(z) = N(0, I), p(x|z) = N(V z + c, tau^2 I) with orthogonal columns of V, so the posterior
+    N(Sigma V^T (x - c) / tau^2, Sigma), Sigma = (I + V^T V / tau^2)^-1, is diagonal: the encoder's family.
+    (In the code: w is V, b is c, scale is tau, covariance is Sigma.)
     """
     import numpy as np
     from scipy import stats

@@ -80,7 +80,7 @@ RUNS = {
         ("keras_io_conv_vae", ["--split", "train"], ["--split", "train", "--epochs", "1"]),
         ("compose", ["--encoder", "conv", "--decoder", "conv", "--latent-dim", "16", "--kl-weight", "0.5"], None),
     ],
-    "better-gradients-with-one-stop-gradient": [
+    "lower-variance-gradients-with-one-stop-gradient": [
         ("gradients", [], ["--draws", "20"]),
         ("training", ["--objective", "iwae", "--mc-samples", "5", "--gradient", "dreg"],
          ["--objective", "iwae", "--mc-samples", "5", "--gradient", "dreg", "--epochs", "1"]),

@@ -1,12 +1,15 @@
 """Draw the figures of the encoder's gradient estimators, from ``gradient_experiments.py``.
 
-Reads ``results/gradients/{spread,training}.json`` and writes, in
+Reads ``results/gradients/{toy,spread,training}.json`` (and the seeds'
+record ``results/seeds/gradients.json`` when there is one) and writes, in
 ``--output-dir`` (default ``images/gradients``):
 
 * ``snr.svg``: the mean signal-to-noise ratio of the gradient against the
-  number of samples, log-log, for the encoder (left) and the decoder
-  (right): the IWAE bound with the total derivative and with DReG, and the
-  ELBO with the total derivative and with STL;
+  number of samples, log-log: the encoder of the linear-Gaussian model
+  (left), the encoder and the decoder of the trained MNIST models (middle,
+  right); the IWAE bound with the total derivative and with DReG, and the
+  ELBO with the total derivative and with STL; dotted, the ratio a weight
+  whose mean gradient is zero shows from the finite number of draws;
 * ``variance.svg``: the encoder gradient's variance summed over the
   weights against the number of samples, log-log, for the same four;
 * ``training.svg``: the paired difference of each estimator's test
@@ -32,7 +35,7 @@ from plot_iwae import setup_matplotlib  # noqa: E402
 RESULTS_DIR = REPO_ROOT / "results" / "gradients"
 SEEDS_RECORD = REPO_ROOT / "results" / "seeds" / "gradients.json"
 OUTPUT_DIR = REPO_ROOT / "images" / "gradients"
-PARTS = ("spread", "training")
+PARTS = ("toy", "spread", "training")
 FIGURES = ("snr.svg", "variance.svg", "training.svg")
 SETTINGS = {"dpi": 110}
 # (objective, estimator): label, colour, line style
@@ -64,19 +67,30 @@ def curve(results, objective, estimator, network, key):
     return [int(s) for s in samples], [by_samples[s][estimator][network][key] for s in samples]
 
 
-def plot_snr(spread, path):
+def zero_mean_floor(draws):
+    """E|mean| / sd of ``draws`` normal draws whose true mean is zero: sqrt(2 / (pi * draws))."""
+    import math
+
+    return math.sqrt(2 / (math.pi * draws))
+
+
+def plot_snr(toy, spread, path):
     plt = setup_matplotlib()
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.6), sharex=True)
-    for ax, network in zip(axes, ("encoder", "decoder"), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.7), sharex=True)
+    panels = ((toy, "encoder", "linear-Gaussian model: encoder"), (spread, "encoder", "MNIST: encoder"),
+              (spread, "decoder", "MNIST: decoder"))  # fmt: skip
+    for ax, (record, network, title) in zip(axes, panels, strict=True):
+        results = record["results"]
         for (objective, estimator), (label, colour, style) in CURVES.items():
-            samples, snr = curve(spread, objective, estimator, network, "mean_snr")
-            slope = spread[objective]["snr_log_slope"][estimator][network]
+            samples, snr = curve(results, objective, estimator, network, "mean_snr")
+            slope = results[objective]["snr_log_slope"][estimator][network]
             ax.plot(samples, snr, marker="o", ms=4, lw=1, color=colour, ls=style, label=f"{label} ({slope:+.2f})")
+        ax.axhline(zero_mean_floor(record["settings"]["draws"]), color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("samples S per image")
-        ax.set_title(f"{network} weights", fontsize=9)
-        ax.legend(fontsize=6.5, title="(slope of log SNR on log S)", title_fontsize=6.5)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=6, title="(slope of log SNR on log S)", title_fontsize=6)
     axes[0].set_ylabel("mean SNR, |mean| / sd per weight")
     fig.tight_layout()
     save(fig, path)
@@ -122,7 +136,7 @@ def draw(results_dir, output_dir):
     records = {part: provenance.read_json(results_dir / f"{part}.json", ["results"]) for part in PARTS}
     seeds_path = pathlib.Path(results_dir).parent / "seeds" / "gradients.json"
     seeds = provenance.read_json(seeds_path, ["comparisons"])["comparisons"] if seeds_path.is_file() else None
-    plot_snr(records["spread"]["results"], output_dir / FIGURES[0])
+    plot_snr(records["toy"], records["spread"], output_dir / FIGURES[0])
     plot_variance(records["spread"]["results"], output_dir / FIGURES[1])
     plot_training(records["training"]["results"], seeds, output_dir / FIGURES[2])
 

@@ -131,9 +131,10 @@ def test_the_cost_claims_of_the_post_hold():
     # are which moves from run to run on two cores: the post names this run's).
     text = " ".join((REPO_ROOT / "posts" / "normalizing-flows-in-keras.rst").read_text().split())
     assert "other lengths cost time in every repeat" in text and "cost no time this run can measure" in text
-    for name in ("planar-8_over_planar-2", "planar-32_over_planar-8", "iaf-2_over_iaf-1"):
+    for name in ("planar-2_over_planar-0", "planar-8_over_planar-2", "planar-32_over_planar-8", "iaf-1_over_planar-0",
+                 "iaf-4_over_iaf-2"):  # fmt: skip
         assert results["paired"][name]["min"] > 1, name
-    for name in ("planar-2_over_planar-0", "iaf-1_over_planar-0", "iaf-4_over_iaf-2"):
+    for name in ("iaf-2_over_iaf-1",):
         assert results["paired"][name]["min"] < 1 < results["paired"][name]["max"], name
     cost = {name: results[name]["seconds_per_epoch"] for name in names}
     assert abs(cost["iaf-4"] - cost["planar-8"]) < 0.3 * cost["planar-8"]

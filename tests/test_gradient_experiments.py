@@ -1,5 +1,6 @@
 """scripts/gradient_experiments.py: a quick run on the committed MNIST subset records the spread of every estimator's
-gradient against the number of samples and trains one model per estimator; the committed records hold what the
+gradient against the number of samples (on the linear-Gaussian model and on trained rows) and trains one model per
+estimator; the committed records hold what the
 post reads, computed from the per-image estimates beside them."""
 
 import json
@@ -52,8 +53,8 @@ def check_training(results, settings, log_px):
 
 @pytest.mark.slow
 def test_a_quick_run_records_every_estimator(quick_run):
-    spread = json.loads((quick_run / "spread.json").read_text())["results"]
-    check_spread(spread, gradient_experiments.QUICK["spread"])
+    for part in ("toy", "spread"):
+        check_spread(json.loads((quick_run / f"{part}.json").read_text())["results"], gradient_experiments.QUICK[part])
     with np.load(quick_run / "training" / "log_px.npz") as arrays:
         log_px = dict(arrays)
     training = json.loads((quick_run / "training.json").read_text())["results"]
@@ -71,8 +72,9 @@ def test_the_figures_draw_from_a_quick_run(quick_run):
 
 
 def test_the_committed_records_hold_their_settings_and_what_they_were_computed_from():
-    record = json.loads((gradient_experiments.OUTPUT_DIR / "spread.json").read_text())
-    assert record["settings"] == gradient_experiments.SETTINGS["spread"]
-    check_spread(record["results"], record["settings"])
+    for part in ("toy", "spread"):
+        record = json.loads((gradient_experiments.OUTPUT_DIR / f"{part}.json").read_text())
+        assert record["settings"] == gradient_experiments.SETTINGS[part]
+        check_spread(record["results"], record["settings"])
     results, settings, log_px = committed_part(gradient_experiments, "training")
     check_training(results, settings, log_px)

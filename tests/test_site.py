@@ -685,12 +685,12 @@ def test_main_post_links_to_the_conv_post(post_visit, site_url):
     assert site_url + CONV_POST_PATH in hrefs
 
 
-GRADIENTS_POST_PATH = "posts/better-gradients-with-one-stop-gradient/"
+GRADIENTS_POST_PATH = "posts/lower-variance-gradients-with-one-stop-gradient/"
 
 
 def test_gradients_post_shows_its_figures_table_and_maths(browser, site_url):
     figures = ("snr.svg", "variance.svg", "training.svg")
-    visit = visit_post(browser, site_url + GRADIENTS_POST_PATH, "Better Gradients", figures, min_math=20)
+    visit = visit_post(browser, site_url + GRADIENTS_POST_PATH, "Lower-Variance Gradients", figures, min_math=20)
     # The training table: the ELBO and the IWAE bound, each an NLL with the total derivative and with the
     # estimator (binary images: below 784 log 2 nats), and a paired difference with its standard error.
     rows = visit.page.locator("table", has_text="Paired difference").locator("tbody tr")

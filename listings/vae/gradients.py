@@ -1,4 +1,4 @@
-"""Better encoder gradients with one stop_gradient: sticking the landing, and doubly reparameterized.
+"""Lower-variance encoder gradients with one stop_gradient: sticking the landing, and doubly reparameterized.
 
 The reparameterised sample ``z = mu + sigma * eps`` depends on the encoder's
 weights ``phi``, and so does the density ``q(z|x)`` it is scored by. The
@@ -18,8 +18,8 @@ gradient of a log weight ``log w = log p(x, z) - log q(z|x)`` with respect to
   score there is biased. Reparameterising the score a second time gives
   an unbiased encoder gradient of the path alone,
   ``sum_s w~_s^2 (d log w_s / d z_s) (d z_s / d phi)``, whose
-  signal-to-noise ratio grows with the number of samples instead of
-  falling (Rainforth et al. 2018). The decoder's gradient stays
+  signal-to-noise ratio grows with the number of samples where the total
+  derivative's falls (Rainforth et al. 2018 showed the fall). The decoder's gradient stays
   ``sum_s w~_s d log w_s / d theta``.
 
 Keras trains every weight with the gradient of one loss, so DReG's extra
