@@ -37,6 +37,7 @@ PROGRAMS = [
     "listings/vae/convolutional.py",
     "listings/vae/keras_io_conv_vae.py",
     "listings/vae/posterior_collapse.py",
+    "listings/vae/gradients.py",
     "scripts/make_diagrams.py",
     "scripts/make_generated.py",
     "scripts/make_mnist_subset.py",
@@ -61,6 +62,8 @@ PROGRAMS = [
     "scripts/plot_conv.py",
     "scripts/kl_weight_experiments.py",
     "scripts/plot_kl_weight.py",
+    "scripts/gradient_experiments.py",
+    "scripts/plot_gradients.py",
     "scripts/claims.py",
     "scripts/seeds.py",
 ]
