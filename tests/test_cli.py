@@ -38,6 +38,7 @@ PROGRAMS = [
     "listings/vae/keras_io_conv_vae.py",
     "listings/vae/posterior_collapse.py",
     "listings/vae/gradients.py",
+    "listings/vae/distributed.py",
     "scripts/make_diagrams.py",
     "scripts/make_generated.py",
     "scripts/make_mnist_subset.py",
@@ -299,6 +300,12 @@ BAD_INPUTS = [
     ("scripts/gradient_experiments.py", ["--parts", "hessian"], SUBSET, ["unknown parts", "spread, training"]),
     ("scripts/gradient_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
     ("scripts/plot_gradients.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "gradient_experiments"]),
+    ("listings/vae/importance_weighted.py", ["--data-parallel", "2"], {**SUBSET, "KERAS_BACKEND": "tensorflow"},
+     ["KERAS_BACKEND=jax", "Received: tensorflow"]),
+    ("listings/vae/importance_weighted.py", ["--processes", "0"], SUBSET, ["--processes to be a positive integer"]),
+    ("listings/vae/importance_weighted.py", ["--data-parallel", "3"], {**SUBSET, "KERAS_BACKEND": "jax"},
+     ["divisible by 3", "batch size 20"]),
+    ("listings/vae/distributed.py", ["--steps", "0"], {}, ["--steps to be a positive integer"]),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -393,6 +400,10 @@ BAD_INPUT_IDS = [
     "gradient-experiments-unknown-part",
     "gradient-experiments-quick-over-committed",
     "plot-gradients-missing-results",
+    "iwae-data-parallel-on-tensorflow",
+    "iwae-processes-0",
+    "iwae-batch-not-divisible",
+    "distributed-steps-0",
 ]
 # Programs that write files get an --output-dir of their own.
 WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py", "export_explorer.py")

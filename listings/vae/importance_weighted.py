@@ -14,12 +14,15 @@ batches of 20, the learning rate schedule 0.001 * 10**(-i/7) for 3**i epochs,
 i = 0, 1, ...). ``--stages 8`` runs the paper's full 3,280 epochs.
 
 Run ``python importance_weighted.py --objective iwae -k 5 --stages 3`` to
-train for 1 + 3 + 9 = 13 epochs and save ``vae.keras`` and ``history.json``.
+train for 1 + 3 + 9 = 13 epochs and save ``vae.keras`` and ``history.json``;
+with ``KERAS_BACKEND=jax``, ``--data-parallel 2`` splits every batch over two
+devices and ``--processes 2`` over two processes (`distributed`).
 """
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+import distributed  # noqa: E402
 from checkpoints import Checkpoint  # noqa: E402
 from compose import compose_vae  # noqa: E402
 from mnist_data import MNISTError, flatten_and_scale, load_mnist  # noqa: E402
@@ -124,10 +128,11 @@ def train_iwae(x_train, x_test=None, verbose=1, callbacks=None, checkpoint=None,
     num_epochs, learning_rate = paper_schedule(s["stages"], -(-len(x_train) // batch_size), s["learning_rate"])
     if x_test is not None:  # one fixed binarisation, from a stream of its own
         rng = np.random.default_rng(np.random.SeedSequence(s["seed"], spawn_key=(1,)))
-        x_test = (rng.random(x_test.shape, dtype="float32") < x_test).astype("float32")
+        x_test = distributed.process_rows((rng.random(x_test.shape, dtype="float32") < x_test).astype("float32"))
+    x_train, batch_size, seed = distributed.shard_of(x_train, batch_size, s["seed"])  # in a group: its part
     history = fit_vae(
         vae, x_train, "bernoulli", s["objective"], epochs=num_epochs, batch_size=batch_size, mc_samples=k,
-        binarize=True, seed=s["seed"], verbose=verbose, callbacks=callbacks, validation_x=x_test, checkpoint=checkpoint,
+        binarize=True, seed=seed, verbose=verbose, callbacks=callbacks, validation_x=x_test, checkpoint=checkpoint,
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=s["adam_epsilon"]),
     )  # fmt: skip
     return vae, history
@@ -157,6 +162,7 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="iwae_output", help="where to write (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_checkpoint_options(parser)  # --resume, --checkpoint-every
+    distributed.add_data_parallel_options(parser)  # --data-parallel DEVICES, --processes P
     args = parser.parse_args(argv)
     if args.paper_schedule and args.stages is not None:
         parser.exit(2, f"{parser.prog}: error: give --stages or --paper-schedule, not both\n")
@@ -167,29 +173,41 @@ def main(argv=None):
         "batch_size": args.batch_size,
         "seed": args.seed,
     }
+    devices, processes = args.data_parallel, args.processes
+    # A checkpoint holds one process's data streams: a run resumes with as many processes.
+    run_settings = {**settings, "processes": processes} if processes > 1 else settings
     try:
         check_positive_ints(k=settings["k"], stages=settings["stages"], batch_size=settings["batch_size"])
-        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json", "checkpoint.npz"])
-        checkpoint = Checkpoint(output_dir / "checkpoint.npz", settings, args.checkpoint_every, args.resume)
+        distributed.check_data_parallel(devices, processes, settings["batch_size"])  # before any data is read
+        index = distributed.process_shard()[0]  # 0 alone and in the command that launches a group
+        name = "checkpoint.npz" if index == 0 else f"checkpoint.process-{index}.npz"
+        output_dir = check_output_dir(args.output_dir, ["vae.keras", "history.json", name])
+        checkpoint = Checkpoint(output_dir / name, run_settings, args.checkpoint_every, args.resume)
         (x_train, _), (x_test, _) = load_mnist(args.mnist_dir)
+        x_train, x_test = flatten_and_scale(x_train), flatten_and_scale(x_test)
+        distributed.check_data_parallel(devices, processes, settings["batch_size"], [len(x_train), len(x_test)])
+        if distributed.is_launcher(processes):  # start the group: every process runs this command
+            return distributed.launch_script(__file__, argv, processes)
+        if devices * processes > 1:
+            distributed.start_data_parallel(devices)
         start = time.perf_counter()
         with interruptible():
-            vae, history = train_iwae(
-                flatten_and_scale(x_train), flatten_and_scale(x_test), verbose=0 if args.quiet else 1,
-                checkpoint=checkpoint, **settings,
-            )  # fmt: skip
+            vae, history = train_iwae(x_train, x_test, verbose=0 if args.quiet or index > 0 else 1,
+                                      checkpoint=checkpoint, **settings)  # fmt: skip
         seconds = time.perf_counter() - start
     except (MNISTError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     except Interrupted as interrupt:  # the latest epoch's checkpoint written; the earlier outputs as they were
         parser.exit(interrupt.exit_code, f"{parser.prog}: {checkpoint.on_interrupt(interrupt)}\n")
-    history = save_run(output_dir, vae, history)  # both files whole, or the earlier ones untouched
+    with tempfile.TemporaryDirectory() as scratch:  # saving is a step of the group: all save, process 0 keeps
+        history = save_run(output_dir if index == 0 else scratch, vae, history)  # both files whole, or neither
     checkpoint.remove()  # the run is complete
     print(
         f"train negative {args.objective} (k = {args.k}) {history['loss'][-1]:.2f} nats, "
         f"test {history['val_loss'][-1]:.2f} nats, "
         f"{seconds / max(1, len(history['loss']) - checkpoint.first_epoch):.1f} s per epoch; "
-        f"saved to {output_dir}"
+        + (f"saved to {output_dir}" if index == 0 else "process 0 saves")
+        + (f"; weights sha256 {distributed.weights_digest(vae)}" if devices * processes > 1 else "")
     )
     return 0
 
