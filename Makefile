@@ -11,7 +11,7 @@ PYTHON := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup setup-backends site generated test test-fast serve benchmark iwae iwae-long avb flows likelihoods composition conv kl-weight gradients clean
+.PHONY: setup setup-backends site generated test test-fast serve benchmark iwae iwae-long avb flows likelihoods composition conv kl-weight gradients distributed clean
 
 setup:
 	@bash scripts/setup.sh
@@ -98,6 +98,13 @@ kl-weight: setup
 gradients: setup
 	$(PYTHON) scripts/gradient_experiments.py --if-stale
 	$(PYTHON) scripts/plot_gradients.py --if-stale
+
+# Data-parallel training on JAX: images per second on one device, two devices
+# and two processes of this machine (about 10 minutes on two cores; needs the
+# JAX backend, so it installs the test backends; run it on an idle machine).
+distributed: setup-backends
+	$(PYTHON) scripts/distributed_experiments.py --if-stale
+	$(PYTHON) scripts/plot_distributed.py --if-stale
 
 serve: site
 	$(VENV)/bin/nikola serve --address 127.0.0.1 --port 8000

@@ -50,6 +50,8 @@ STEPS = [
     ("plot_conv", None),
     ("gradient_experiments", "make gradients"),
     ("plot_gradients", None),
+    ("distributed_experiments", "make distributed"),
+    ("plot_distributed", None),
     ("seeds", None),
     ("collapse_diagnostics", None),
     ("make_notebooks", None),  # last: the notebooks carry the numbers the steps above record
