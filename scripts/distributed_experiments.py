@@ -10,8 +10,9 @@ fresh process (the device count is fixed when JAX starts):
 * ``two_processes``: two processes of one device each, joined over the
   loopback interface (``--processes 2``).
 
-For each batch size, a run trains for ``epochs`` epochs of ``steps`` steps
-and times the epochs after the first (which compiles): images per second,
+For each batch size, a run trains for ``epochs`` epochs of the first
+``images_per_epoch`` images of MNIST and times the epochs after the first
+(which compiles): images per second,
 and the cores each process keeps busy (its CPU time over the wall time).
 Runs are interleaved: every repeat runs every configuration at every batch
 size, in an order that rotates, so a slow spell of the machine falls on
@@ -48,7 +49,7 @@ ATTEMPTS = 3  # per run, when XLA aborts one
 SETTINGS = {
     "scaling": {
         "batch_sizes": [20, 100, 1000],
-        "steps": 30,  # per epoch; an epoch is steps x batch size images
+        "images_per_epoch": 30000,  # the first images of MNIST's training set
         "epochs": 3,
         "k": 5,
         "latent_dim": 50,
@@ -58,7 +59,7 @@ SETTINGS = {
         "seed": 0,
     }
 }
-FINGERPRINT = {"scaling": {**SETTINGS["scaling"], "batch_sizes": [4, 8], "steps": 3, "epochs": 2, "k": 2,
+FINGERPRINT = {"scaling": {**SETTINGS["scaling"], "batch_sizes": [4, 8], "images_per_epoch": 24, "epochs": 2, "k": 2,
                            "latent_dim": 2, "hidden_units": 8, "hidden_layers": 1, "repeats": 1}}  # fmt: skip
 WORKER = "import sys; sys.path[:0] = {paths!r}; import distributed_experiments; distributed_experiments.{name}({job!r})"
 
@@ -79,7 +80,7 @@ def scaling_worker(job):
     from training import fit_vae
 
     (x_train, _), _ = load_mnist()
-    x_train = flatten_and_scale(x_train[: settings["steps"] * job["batch_size"]])
+    x_train = flatten_and_scale(x_train[: settings["images_per_epoch"]])
     x_train, batch_size, seed = distributed.shard_of(x_train, job["batch_size"], settings["seed"])
     keras.utils.set_random_seed(settings["seed"])  # the same initial weights in every process
     vae = iwae_vae(784, "iwae", settings["latent_dim"], settings["hidden_units"], settings["hidden_layers"], "tanh")
@@ -108,7 +109,7 @@ def run_once(config, batch_size, settings):
             if status == 0:
                 timed = [json.loads((pathlib.Path(out) / f"process-{i}.json").read_text()) for i in range(processes)]
                 seconds = max(sum(run["seconds"]) for run in timed)  # the group is as fast as its slowest
-                images = settings["steps"] * batch_size * len(timed[0]["seconds"])
+                images = settings["images_per_epoch"] * len(timed[0]["seconds"])
                 cores = [sum(run["cpu_seconds"]) / sum(run["seconds"]) for run in timed]
                 return images / seconds, cores, attempt
         if status in (128 + 2, 128 + 15):  # Ctrl-C or SIGTERM, passed on to the group
