@@ -100,6 +100,8 @@ def start_data_parallel(devices=1):
     import keras
 
     jax.config.update("jax_num_cpu_devices", devices)  # CPU devices of XLA's host platform
+    if devices > 1:  # a device waits in an all-reduce on a thread of XLA's pool: give it threads to spare
+        os.environ.setdefault("PJRT_NPROC", str(devices * (os.cpu_count() or 1)))
     if all(name in os.environ for name in PROCESS_VARIABLES):
         keras.distribution.initialize()  # join the group: the address of process 0, the count, this one's index
     local = {}  # the first `devices` devices of every process, in process order
