@@ -30,6 +30,7 @@ FIGURES = ("scaling.svg",)
 SETTINGS = {"dpi": 110}
 LABELS = {"one_device": "one device", "two_devices": "two devices, one process",
           "two_processes": "two processes, one device each"}  # fmt: skip
+COLOURS = {"one_device": "0.55", "two_devices": "C0", "two_processes": "C1"}  # the same in both panels
 
 
 def input_paths(results_dir):
@@ -52,7 +53,7 @@ def plot_scaling(record, path):
         speedup = [results[name][b]["speedup"] for b in batches]
         median = np.array([s["median"] for s in speedup])
         low, high = median - [s["min"] for s in speedup], np.array([s["max"] for s in speedup]) - median
-        speed_ax.bar(positions + offset, median, width=0.38, label=LABELS[name])
+        speed_ax.bar(positions + offset, median, width=0.38, label=LABELS[name], color=COLOURS[name])
         speed_ax.errorbar(positions + offset, median, yerr=[low, high], fmt="none", color="black", capsize=3, lw=1)
     speed_ax.axhline(1.0, color="black", lw=0.8, ls="--", label="one device (the whole machine)")
     speed_ax.set_xticks(positions, [f"batch {b}" for b in batches])
@@ -62,11 +63,13 @@ def plot_scaling(record, path):
     speed_ax.legend(fontsize=7, loc="upper left")
     for offset, name in zip((-0.27, 0.0, 0.27), ("one_device", "two_devices", "two_processes"), strict=True):
         cores = [results[name][b]["cores_busy_per_process"]["median"] for b in batches]
-        cores_ax.bar(positions + offset, cores, width=0.26, label=LABELS[name])
-    cores_ax.axhline(record["results"]["cpu_count"], color="black", lw=0.8, ls=":", label="cores of the machine")
+        cores_ax.bar(positions + offset, cores, width=0.26, label=LABELS[name], color=COLOURS[name])
+    cpu_count = record["results"]["cpu_count"]
+    cores_ax.axhline(cpu_count, color="black", lw=0.8, ls=":", label="cores of the machine")
+    cores_ax.set_ylim(0, cpu_count * 1.5)
     cores_ax.set_xticks(positions, [f"batch {b}" for b in batches])
     cores_ax.set_ylabel("cores busy, per process")
-    cores_ax.legend(fontsize=7, loc="lower right")
+    cores_ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, metadata={"Date": None}, bbox_inches="tight", dpi=SETTINGS["dpi"])
     plt.close(fig)

@@ -251,3 +251,45 @@ def test_check_data_parallel_names_the_problem(arguments, backend, fragment, mon
         distributed.check_data_parallel(*arguments)
     if backend == "jax":
         distributed.check_data_parallel(2, 2, 20, [1000, 200])  # a split that works passes
+
+
+# The scaling record (scripts/distributed_experiments.py) and its figure.
+
+SCALING = REPO_ROOT / "results" / "distributed" / "scaling.json"
+
+
+def test_the_scaling_record_and_its_figure_are_current():
+    for script in ("scripts/distributed_experiments.py", "scripts/plot_distributed.py"):
+        result = run_python([script, "--check"])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_scaling_record_holds_every_run_and_its_ratios_follow_from_them():
+    """Recomputed from the per-repeat speeds: each ratio is a configuration's speed over one device's in the
+    same repeat (neighbours in time), and its median, smallest and largest are those of the repeats."""
+    record = json.loads(SCALING.read_text())
+    settings, results = record["settings"], record["results"]
+    assert set(results["configs"]) == {"one_device", "two_devices", "two_processes"}
+    for name in results["configs"]:
+        for batch in map(str, settings["batch_sizes"]):
+            row, one = results[name][batch], results["one_device"][batch]
+            speeds = row["images_per_second"]["per_repeat"]
+            assert len(speeds) == settings["repeats"] and min(speeds) > 0
+            over = np.array(speeds) / np.array(one["images_per_second"]["per_repeat"])
+            np.testing.assert_allclose(row["speedup"]["per_repeat"], over, rtol=1e-12)
+            assert row["speedup"]["median"] == pytest.approx(float(np.median(over)))
+            assert (row["speedup"]["min"], row["speedup"]["max"]) == pytest.approx((over.min(), over.max()))
+            cores = row["cores_busy_per_process"]
+            assert 0 < cores["min"] <= cores["median"] <= cores["max"] <= results["cpu_count"] + 0.5
+    assert results["aborted_runs"] >= 0
+
+
+@pytest.mark.slow
+def test_a_quick_scaling_run_times_every_configuration(tmp_path):
+    """The measurement's own code at tiny settings: every configuration runs (two processes among them)."""
+    result = run_python(["scripts/distributed_experiments.py", "--quick", "--output-dir", tmp_path], env=JAX,
+                        timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "scaling.json").read_text())["results"]
+    for name in ("one_device", "two_devices", "two_processes"):
+        assert all(results[name][batch]["images_per_second"]["median"] > 0 for batch in ("4", "8"))

@@ -515,6 +515,23 @@ def test_performance_page_shows_the_measured_table_and_chart(browser, site_url):
     assert site_url + "pages/performance/" in nav_links, nav_links
 
 
+def test_the_devices_page_shows_its_listing_figure_and_maths_and_is_linked(browser, site_url):
+    visit = PageVisit(browser, site_url + "pages/training-on-more-devices/")
+    page = visit.page
+    assert visit.response.status == 200
+    text = page.locator("article").inner_text()
+    assert "{{%" not in text and "SHORTCODE" not in text
+    assert "keras.distribution.DataParallel" in text and "auto_shard_dataset=False" in text  # the listing
+    chart = page.locator("img[src*='scaling.svg']")
+    assert chart.count() == 1 and chart.evaluate("img => img.naturalWidth") > 0
+    assert page.locator("mjx-container svg").count() >= 5
+    assert page.evaluate(UNTYPESET_MATHS) == 0
+    assert visit.errors == [] and visit.failed == [] and visit.foreign_requests() == []
+    start = PageVisit(browser, site_url + "pages/start/")
+    links = start.page.evaluate("Array.from(document.querySelectorAll('article a')).map(a => a.href)")
+    assert site_url + "pages/training-on-more-devices/" in links
+
+
 IWAE_POST_PATH = "posts/inference-in-variational-autoencoders-with-different-monte-carlo-sample-sizes/"
 
 
