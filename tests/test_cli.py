@@ -39,6 +39,8 @@ PROGRAMS = [
     "listings/vae/posterior_collapse.py",
     "listings/vae/gradients.py",
     "listings/vae/distributed.py",
+    "scripts/distributed_experiments.py",
+    "scripts/plot_distributed.py",
     "scripts/make_diagrams.py",
     "scripts/make_generated.py",
     "scripts/make_mnist_subset.py",
@@ -306,6 +308,8 @@ BAD_INPUTS = [
     ("listings/vae/importance_weighted.py", ["--data-parallel", "3"], {**SUBSET, "KERAS_BACKEND": "jax"},
      ["divisible by 3", "batch size 20"]),
     ("listings/vae/distributed.py", ["--steps", "0"], {}, ["--steps to be a positive integer"]),
+    ("scripts/distributed_experiments.py", ["--quick"], SUBSET, ["--quick needs an --output-dir"]),
+    ("scripts/plot_distributed.py", ["--results-dir", "/nonexistent"], {}, ["missing input", "distributed_experiments"]),
 ]
 BAD_INPUT_IDS = [
     "train-mc-samples-0",
@@ -404,6 +408,8 @@ BAD_INPUT_IDS = [
     "iwae-processes-0",
     "iwae-batch-not-divisible",
     "distributed-steps-0",
+    "distributed-experiments-quick-over-committed",
+    "plot-distributed-missing-results",
 ]
 # Programs that write files get an --output-dir of their own.
 WRITERS = ("train.py", "importance_weighted.py", "avb.py", "flows.py", "export_explorer.py")
