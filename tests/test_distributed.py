@@ -165,9 +165,11 @@ def test_two_processes_interrupted_and_resumed_end_with_the_uninterrupted_weight
 @pytest.mark.slow
 def test_a_run_stopped_on_one_device_goes_on_on_two(tmp_path):
     """Alone, a process's batches do not depend on its devices, so a one-device run's checkpoint resumes on
-    two. The run goes on, not afresh: its first epoch is the checkpoint's, and it ends within 1% of the
-    one-device run's losses. Not closer: float32 sums in another order, amplified by 150 Adam steps, move
-    the weights by up to ~0.04 (as between uninterrupted runs on one and on two devices; measured)."""
+    two. The run goes on, not afresh: its first epoch is the checkpoint's, and its later training losses stay
+    within 2% of the one-device run's (test losses 5%), where weights restarted from scratch would put the
+    second epoch's loss about 35% above. Not closer: float32 sums in another order, amplified by 150 Adam
+    steps, move the weights apart (uninterrupted runs on one and on two devices: losses 0.6% apart at most,
+    test losses 2%, weights up to 0.04; measured)."""
     straight = run_python(iwae_command(tmp_path / "straight"), env=JAX, timeout=300)
     assert straight.returncode == 0, straight.stderr[-3000:]
     stopped = interrupt_after_first_epoch(iwae_command(tmp_path / "run"), tmp_path / "run", ["checkpoint.npz"])
@@ -176,8 +178,8 @@ def test_a_run_stopped_on_one_device_goes_on_on_two(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     one, two = (json.loads((tmp_path / name / "history.json").read_text()) for name in ("straight", "run"))
     assert len(two["loss"]) == 4 and two["loss"][0] == one["loss"][0] and two["val_loss"][0] == one["val_loss"][0]
-    np.testing.assert_allclose(two["loss"][1:], one["loss"][1:], rtol=1e-2)
-    np.testing.assert_allclose(two["val_loss"][1:], one["val_loss"][1:], rtol=1e-2)
+    np.testing.assert_allclose(two["loss"][1:], one["loss"][1:], rtol=2e-2)
+    np.testing.assert_allclose(two["val_loss"][1:], one["val_loss"][1:], rtol=5e-2)
 
 
 @pytest.mark.slow
