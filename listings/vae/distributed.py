@@ -258,7 +258,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="training steps (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        if isinstance(args.steps, int) and args.steps < 1:
+        if args.steps < 1:
             raise ValueError(f"Expected --steps to be a positive integer. Received: {args.steps}")
         check_data_parallel(args.data_parallel, args.processes, 64, [64 * args.steps])
     except ValueError as error:
